@@ -1,0 +1,163 @@
+"""Stage 5: clean the class probabilities and check them against anatomy.
+
+Cleaning edits the probabilities themselves (not only the argmax), so the
+restoration to the input grid, which interpolates probabilities, carries the
+cleaned result:
+
+- each vertebra class keeps its largest connected component; the voxels of
+  other fragments lose that class and fall to their next most likely class
+  (usually the vertebra they are embedded in);
+- enclosed holes of a vertebra are filled with it.
+
+The anatomical checks never change a label; they return findings that the
+report and stderr show: levels out of cranio-caudal order, gaps, a sixth
+lumbar vertebra, low confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from LumbarSegLib.labels import NETWORK_CLASSES
+
+VERTEBRA_CLASSES = tuple(range(1, 7))  # L1..L6
+THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
+SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
+MIN_VERTEBRA_ML = 3.0
+LOW_CONFIDENCE = 0.75
+
+
+@dataclass
+class Finding:
+    """Something the user must know about the result."""
+
+    code: str
+    message: str
+    level: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "level": self.level, "message": self.message}
+
+
+@dataclass
+class LevelSummary:
+    name: str
+    volume_ml: float
+    centroid_z_mm: float
+    confidence: float
+
+
+@dataclass
+class CleanResult:
+    labels: np.ndarray
+    levels: dict[str, LevelSummary] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def keep_largest_components(probabilities: np.ndarray, voxel_ml: float) -> None:
+    """Per vertebra class, keep the largest component; drop the class elsewhere (in place)."""
+    labels = probabilities.argmax(axis=0)
+    for cls in VERTEBRA_CLASSES:
+        components, count = ndimage.label(labels == cls)
+        if count == 0:
+            continue
+        sizes = np.bincount(components.ravel())[1:]
+        keep = int(np.argmax(sizes)) + 1
+        drop = (components > 0) & (components != keep)
+        if sizes[keep - 1] * voxel_ml < MIN_VERTEBRA_ML:
+            drop |= components == keep
+        probabilities[cls][drop] = 0.0
+
+
+def fill_holes(probabilities: np.ndarray) -> None:
+    """Fill the enclosed holes of every vertebra class with it (in place)."""
+    labels = probabilities.argmax(axis=0)
+    for cls in VERTEBRA_CLASSES:
+        mask = labels == cls
+        if not mask.any():
+            continue
+        holes = ndimage.binary_fill_holes(mask) & ~mask
+        if holes.any():
+            probabilities[:, holes] = 0.0
+            probabilities[cls, holes] = 1.0
+
+
+def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_mm: float,
+                     origin_z_mm: float) -> dict[str, LevelSummary]:
+    """Volume, cranio-caudal centroid and mean winning probability of each present level."""
+    voxel_ml = spacing_mm**3 / 1000.0
+    confidence = probabilities.max(axis=0)
+    levels = {}
+    for cls in VERTEBRA_CLASSES + (THORACIC_CLASS, SACRUM_CLASS):
+        mask = labels == cls
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        rows = np.nonzero(mask)[0]
+        levels[NETWORK_CLASSES[cls]] = LevelSummary(
+            name=NETWORK_CLASSES[cls],
+            volume_ml=count * voxel_ml,
+            centroid_z_mm=origin_z_mm + float(rows.mean()) * spacing_mm,
+            confidence=float(confidence[mask].mean()),
+        )
+    return levels
+
+
+def anatomical_findings(levels: dict[str, LevelSummary]) -> list[Finding]:
+    """Check the levels against anatomy; never relabel, only report."""
+    findings: list[Finding] = []
+    lumbar = [NETWORK_CLASSES[c] for c in VERTEBRA_CLASSES if NETWORK_CLASSES[c] in levels]
+    if not lumbar:
+        return [Finding("no_lumbar_vertebra", "no lumbar vertebra was segmented")]
+    ordered = [levels[name] for name in lumbar]
+    thoracic, sacrum = levels.get("thoracic"), levels.get("sacrum")
+    if thoracic is not None:
+        ordered.insert(0, thoracic)
+    if sacrum is not None:
+        ordered.append(sacrum)
+    for upper, lower in zip(ordered, ordered[1:]):
+        if upper.centroid_z_mm <= lower.centroid_z_mm:
+            findings.append(Finding(
+                "label_order", f"{upper.name} lies below {lower.name}: the level labels contradict anatomy; check them",
+                lower.name,
+            ))
+    indices = [VERTEBRA_CLASSES.index(NETWORK_CLASSES.index(name)) for name in lumbar]
+    for missing in sorted(set(range(min(indices), max(indices) + 1)) - set(indices)):
+        name = NETWORK_CLASSES[VERTEBRA_CLASSES[missing]]
+        findings.append(Finding("missing_level", f"{name} is missing between the segmented levels", name))
+    for name in ("L1", "L2", "L3", "L4", "L5"):
+        if name not in levels and not any(f.level == name for f in findings):
+            findings.append(Finding(
+                "level_not_found", f"{name} was not found (outside the field of view or not recognised)", name,
+            ))
+    if "L6" in levels:
+        findings.append(Finding(
+            "transitional_anatomy",
+            "six lumbar-type vertebrae found (L6): transitional lumbosacral anatomy; confirm the level count",
+            "L6",
+        ))
+    for summary in levels.values():
+        if summary.name in lumbar and summary.confidence < LOW_CONFIDENCE:
+            findings.append(Finding(
+                "low_confidence", f"{summary.name} has low confidence ({summary.confidence:.2f}); review it",
+                summary.name,
+            ))
+    return findings
+
+
+def clean(probabilities: np.ndarray, *, spacing_mm: float, origin_z_mm: float) -> CleanResult:
+    """Clean probabilities in place and check the result.
+
+    Args:
+        probabilities: (classes, z, y, x) on the canonical crop grid (axis 0 = superior).
+        spacing_mm: isotropic spacing of that grid.
+        origin_z_mm: physical z of the grid's first slice.
+    """
+    keep_largest_components(probabilities, spacing_mm**3 / 1000.0)
+    fill_holes(probabilities)
+    labels = probabilities.argmax(axis=0).astype(np.uint8)
+    levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
+    return CleanResult(labels=labels, levels=levels, findings=anatomical_findings(levels))

@@ -1,0 +1,195 @@
+"""Training loop for the localizer and the XUNet: resumable, deterministic, logged.
+
+``lumbarseg train xunet --config LumbarSegLib/training/configs/xunet.json --out runs/xunet``
+writes ``checkpoint.pt`` (resume state), ``best.pt`` and ``last.pt`` (model
+files, see ``LumbarSegLib.models``) and ``log.jsonl`` (loss, learning rate and
+validation Dice) into the output folder. Running the same command again
+resumes from the checkpoint; sample ``i`` is always generated from
+``(seed, i)``, so a resumed run sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from LumbarSegLib import __version__
+from LumbarSegLib.inference import precision_context, select_device
+from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.models import ModelSpec, build_network, save_model
+from LumbarSegLib.training.data import Sample, SampleFactory, load_real_cases
+from LumbarSegLib.training.losses import deep_supervision_loss, masked_bce_dice
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realct"
+
+
+class IndexedSamples(Dataset):
+    """Samples ``start .. start + count - 1`` of a factory, as tensors."""
+
+    def __init__(self, factory: SampleFactory, start: int, count: int) -> None:
+        self.factory, self.start, self.count = factory, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sample = self.factory(self.start + i)
+        return to_tensors(sample)
+
+
+def to_tensors(sample: Sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(np.ascontiguousarray(sample.image))[None],
+        torch.from_numpy(sample.target.astype(np.int64)),
+        torch.from_numpy(np.ascontiguousarray(sample.valid)),
+    )
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def model_spec(config: dict, *, training: dict | None = None) -> ModelSpec:
+    kind = config["kind"]
+    return ModelSpec(
+        kind=kind,
+        channels=tuple(config["channels"]),
+        spacing_mm=float(config["spacing_mm"]),
+        patch=tuple(config["patch"]),
+        num_classes=1 if kind == "localizer" else len(NETWORK_CLASSES),
+        version=f"{kind}-{__version__}",
+        training=training or {},
+    )
+
+
+def learning_rate(step: int, config: dict) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak at ``steps``."""
+    peak, warmup, total = config["learning_rate"], config["warmup_steps"], config["steps"]
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def compute_loss(kind: str, outputs, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    if kind == "localizer":
+        return masked_bce_dice(outputs, target, valid)
+    return deep_supervision_loss(outputs, target, valid)
+
+
+def validation_dice(net: torch.nn.Module, kind: str, batches: list, device: torch.device) -> dict[str, float]:
+    """Mean Dice per foreground class over the validation samples (valid voxels only)."""
+    net.eval()
+    classes = ["lumbar"] if kind == "localizer" else list(NETWORK_CLASSES[1:])
+    scores: dict[str, list[float]] = {name: [] for name in classes}
+    with torch.inference_mode(), precision_context(device):
+        for image, target, valid in batches:
+            logits = net(image.to(device)).float().cpu()
+            pred = (logits[:, 0] > 0).long() if kind == "localizer" else logits.argmax(1)
+            for cls, name in enumerate(classes, start=1):
+                truth = (target == cls) & valid
+                if truth.sum() == 0:
+                    continue
+                guess = (pred == cls) & valid
+                scores[name].append(float(2 * (truth & guess).sum() / (truth.sum() + guess.sum())))
+    net.train()
+    return {name: float(np.mean(values)) for name, values in scores.items() if values}
+
+
+def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, device_name: str = "auto",
+          threads: int | None = None, steps: int | None = None, export: Path | None = None) -> Path:
+    """Train (or resume training) one network; returns the path of the best model file."""
+    config = json.loads(Path(config_path).read_text())
+    if steps is not None:
+        config["steps"] = steps
+    kind = config["kind"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    device = select_device(device_name)
+    data_dir = data_dir or DEFAULT_DATA_DIR
+    real_names = [name for name in config["real_cases"] if (data_dir / "rawdata" / name).is_dir()]
+    real_cases = load_real_cases(data_dir, real_names, config["spacing_mm"])
+    factory = SampleFactory(kind=kind, config=config, real_cases=real_cases)
+    validation_factory = SampleFactory(
+        kind=kind, config={**config, "seed": 10_000 + config["seed"], "sources": {"phantom": 1.0}}, real_cases=[]
+    )
+    validation = [
+        tuple(t[None] for t in to_tensors(validation_factory(i))) for i in range(config["validation_phantoms"])
+    ]
+
+    net = build_network(model_spec(config)).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+    checkpoint_path = out_dir / "checkpoint.pt"
+    step, best, elapsed = 0, -1.0, 0.0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, elapsed = state["step"], state["best"], state.get("seconds", 0.0)
+        print(f"resuming {kind} at step {step}", flush=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    batch = int(config["batch_size"])
+    loader = DataLoader(
+        IndexedSamples(factory, step * batch, max(0, config["steps"] - step) * batch),
+        batch_size=batch, num_workers=1, worker_init_fn=_single_thread_worker, persistent_workers=False,
+    )
+
+    def save_checkpoint() -> None:
+        torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
+                    "seconds": elapsed, "config": config}, out_dir / "checkpoint.tmp")
+        (out_dir / "checkpoint.tmp").replace(checkpoint_path)
+
+    def training_facts() -> dict:
+        return {"steps": step, "batch_size": batch, "seconds": round(elapsed), "sources": config["sources"],
+                "real_cases": real_names, "held_out_cases": config.get("held_out_cases", []),
+                "best_validation_dice": round(best, 4), "device": device.type}
+
+    log = (out_dir / "log.jsonl").open("a")
+    net.train()
+    tick = time.time()
+    try:
+        for image, target, valid in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config)
+            with precision_context(device):
+                outputs = net(image.to(device))
+            loss = compute_loss(kind, [o.float() for o in outputs] if isinstance(outputs, list) else outputs.float(),
+                                target.to(device), valid.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            now = time.time()
+            elapsed += now - tick
+            tick = now
+            record = {"step": step, "loss": round(float(loss), 5), "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": round(elapsed, 1)}
+            if step % config["validate_every"] == 0 or step == config["steps"]:
+                dice = validation_dice(net, kind, validation, device)
+                record["validation_dice"] = dice
+                score = float(np.mean(list(dice.values()))) if dice else 0.0
+                if score > best:
+                    best = score
+                    save_model(net, model_spec(config, training=training_facts()), out_dir / "best.pt")
+                save_model(net, model_spec(config, training=training_facts()), out_dir / "last.pt")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(json.dumps(record), flush=True)
+            if step % config["checkpoint_every"] == 0:
+                save_checkpoint()
+    finally:
+        save_checkpoint()
+        log.close()
+    best_path = out_dir / "best.pt"
+    if export is not None and best_path.exists():
+        export.parent.mkdir(parents=True, exist_ok=True)
+        export.write_bytes(best_path.read_bytes())
+    return best_path
