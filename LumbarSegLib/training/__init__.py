@@ -1,0 +1,1 @@
+"""Training-time data engine: augmentation and synthetic images from label maps."""
