@@ -142,7 +142,7 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
     for cls in range(probabilities.shape[0]):
         prob = array_to_image(probabilities[cls], canonical)
         default = 1.0 if cls == 0 else 0.0
-        resampled = sitk.GetArrayViewFromImage(
+        resampled = sitk.GetArrayFromImage(
             sitk.Resample(prob, region, sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32)
         )
         better = resampled > best

@@ -30,7 +30,7 @@ def lumbar_probability(
 ) -> tuple[np.ndarray, sitk.Image]:
     """The localizer's lumbar probability on a canonical grid covering the whole scan."""
     reference = geometry.canonical_reference(geometry.physical_box(ct), spec.spacing_mm, multiple_of=net.size_multiple)
-    volume = normalise_hu(sitk.GetArrayViewFromImage(geometry.resample_image(ct, reference)))
+    volume = normalise_hu(sitk.GetArrayFromImage(geometry.resample_image(ct, reference)))
     probability = sliding_window(
         net, volume, patch=spec.patch, device=device, pad_value=float(normalise_hu(np.array([AIR_HU]))[0]),
         activation="sigmoid", on_window=on_window,

@@ -1,0 +1,82 @@
+"""Sliding-window inference, device and precision selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from LumbarSegLib.errors import InputError
+from LumbarSegLib.inference import (
+    autocast_dtype, cpu_has_fast_bf16, gaussian_weights, padded_shape, select_device, sliding_window, window_starts,
+)
+
+
+class Pointwise(nn.Module):
+    """A per-voxel network with known output: logits (x, -x, 2x)."""
+
+    size_multiple = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, -x, 2 * x], dim=1)
+
+
+class Mean(nn.Module):
+    """Output depends on the whole window: reveals which window each voxel came from."""
+
+    size_multiple = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3, 4), keepdim=True).expand_as(x).contiguous()
+
+
+@pytest.mark.parametrize("shape", [(20, 17, 9), (40, 33, 50), (8, 8, 8)])
+def test_pointwise_network_gives_identical_result_through_windows(shape):
+    volume = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    probs = sliding_window(Pointwise(), volume, patch=(16, 16, 16), device=torch.device("cpu"), pad_value=-1.0)
+    expected = torch.softmax(torch.from_numpy(np.stack([volume, -volume, 2 * volume])), dim=0).numpy()
+    assert probs.shape == (3,) + shape
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_windows_cover_every_voxel_and_report_progress():
+    calls = []
+    volume = np.ones((50, 20, 20), dtype=np.float32)
+    out = sliding_window(Mean(), volume, patch=(16, 16, 16), device=torch.device("cpu"), pad_value=0.0,
+                         activation="sigmoid", on_window=lambda done, total: calls.append((done, total)))
+    assert np.isfinite(out).all()
+    assert calls[-1][0] == calls[-1][1] == len(calls) > 1
+
+
+def test_window_starts_cover_and_overlap():
+    starts = window_starts(100, 32, 0.5)
+    assert starts[0] == 0 and starts[-1] == 100 - 32
+    assert all(b - a <= 16 for a, b in zip(starts, starts[1:]))
+    assert window_starts(20, 32, 0.5) == [0]
+
+
+def test_padded_shape_reaches_patch_and_multiple():
+    assert padded_shape((10, 70, 33), (32, 64, 64), 8) == (32, 72, 64)
+
+
+def test_gaussian_weights_peak_at_centre():
+    weights = gaussian_weights((9, 9, 9))
+    assert weights[4, 4, 4] == weights.max() == 1.0
+    assert weights.min() > 0
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            select_device("cuda")
+
+
+def test_precision_follows_cpu_capability():
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else None
+    assert autocast_dtype(torch.device("cpu")) == expected
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
