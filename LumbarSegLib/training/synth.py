@@ -76,6 +76,7 @@ def load_total_map(path: str | Path, classes_json: str | Path) -> tuple[sitk.Ima
 
 
 def _lookup(values: dict[int, float], size: int, dtype: np.dtype, default: float = 0) -> np.ndarray:
+    """Return a table of ``size`` entries: ``values`` at their keys, ``default`` elsewhere."""
     table = np.full(size, default, dtype=dtype)
     for key, value in values.items():
         if key < size:
@@ -185,23 +186,20 @@ def _boundary(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _draw_means(priors: dict[int, tuple[float, float]], present: np.ndarray,
-                rng: np.random.Generator) -> dict[int, float]:
-    return {int(c): rng.normal(*priors.get(int(c), _DEFAULT_SOFT)) for c in present if c != 0}
-
-
 def synth_image(label_map: np.ndarray, rng: np.random.Generator, *, spacing_mm: float,
                 priors: dict[int, tuple[float, float]] | None = None, mode: str = "ct",
                 gas_labels: Collection[int] = ()) -> np.ndarray:
     """Draw a synthetic HU-like CT image for a label map.
 
     Args:
-        label_map: (z, y, x) integer labels on an isotropic grid, 0 = unlabelled.
+        label_map: (z, y, x) integer labels on an isotropic grid axis-aligned in
+            LPS (y grows posteriorly), 0 = unlabelled.
         rng: the random generator.
         spacing_mm: voxel size (cortical partial volume, body margin, texture scale).
         priors: ``{class: (mean HU, sd)}`` (see :func:`tissue_hu_priors`); classes
             with mean >= ``BONE_THRESHOLD_HU`` are bone. None: the map holds only
-            bones (e.g. a vertebra mask), every nonzero label is bone.
+            bones (e.g. a vertebra mask): every nonzero label is bone and the
+            body is drawn around the spine, mostly anterior of it.
         mode: ``"ct"`` realistic HU, or ``"random"`` a random intensity per class
             (uniform in [-1000, 2000]) then blur and noise.
         gas_labels: classes that may hold gas pockets (``"ct"`` mode).
@@ -211,22 +209,29 @@ def synth_image(label_map: np.ndarray, rng: np.random.Generator, *, spacing_mm: 
     """
     if mode not in ("ct", "random"):
         raise ValueError(f"unknown synth mode {mode!r}")
-    labels = np.asarray(label_map).astype(np.int64, copy=False)
+    labels = np.asarray(label_map).astype(np.intp, copy=False)
     present = np.unique(labels)
     spine_only = priors is None
-    priors = {int(c): BONE_PRIOR for c in present if c != 0} if priors is None else priors
+    if priors is None:
+        priors = {int(c): BONE_PRIOR for c in present if c != 0}
     body = _body_mask(labels > 0, rng, spacing_mm=spacing_mm, spine_only=spine_only)
-    size = int(present.max()) + 1
     if mode == "random":
-        return _random_contrast(labels, body, present, rng, spacing_mm=spacing_mm)
+        return _random_contrast(labels, body, present, rng)
+    return _ct_contrast(labels, body, present, priors, gas_labels, rng, spacing_mm=spacing_mm)
 
-    means = _draw_means(priors, present, rng)
+
+def _ct_contrast(labels: np.ndarray, body: np.ndarray, present: np.ndarray,
+                 priors: dict[int, tuple[float, float]], gas_labels: Collection[int],
+                 rng: np.random.Generator, *, spacing_mm: float) -> np.ndarray:
+    """Realistic HU: class means around the priors, fat/muscle body, bone rims, gas, texture."""
+    size = int(present.max()) + 1
+    means = {int(c): rng.normal(*priors.get(int(c), _DEFAULT_SOFT)) for c in present if c != 0}
     image = _lookup(means, size, np.float32)[labels]
     texture = _lookup({c: rng.uniform(5.0, 25.0) for c in (0, *means)}, size, np.float32)
-    bone_table = _lookup({c: 1.0 for c in means if priors.get(c, _DEFAULT_SOFT)[0] >= BONE_THRESHOLD_HU},
-                         size, np.float32)
-    bone = bone_table[labels] > 0
+    is_bone = {c: 1.0 for c in means if priors.get(c, _DEFAULT_SOFT)[0] >= BONE_THRESHOLD_HU}
+    bone = _lookup(is_bone, size, np.float32)[labels] > 0
     background = _soft_background(labels.shape, rng, spacing_mm=spacing_mm)
+    # Unlabelled tissue touching bone is mostly disc and ligament.
     near_bone = _dilate(bone, max(1, int(round(4.0 / spacing_mm))))
     background = np.where(near_bone, np.float32(rng.normal(*DISC_HU)), background)
     unlabelled = labels == 0
@@ -234,8 +239,8 @@ def synth_image(label_map: np.ndarray, rng: np.random.Generator, *, spacing_mm: 
     _add_gas(image, labels, gas_labels, rng, spacing_mm=spacing_mm)
     _add_cortex(image, labels, bone, rng, spacing_mm=spacing_mm)
     image += rng.standard_normal(labels.shape, dtype=np.float32) * texture[labels]
-    sigma = rng.uniform(0.5, 1.0)
-    return ndimage.gaussian_filter(image, sigma=sigma, truncate=3.0).astype(np.float32, copy=False)
+    # Partial volume at the class borders.
+    return ndimage.gaussian_filter(image, sigma=rng.uniform(0.5, 1.0), truncate=3.0)
 
 
 def _soft_background(shape: tuple[int, ...], rng: np.random.Generator, *, spacing_mm: float) -> np.ndarray:
@@ -276,8 +281,8 @@ def _add_cortex(image: np.ndarray, labels: np.ndarray, bone: np.ndarray, rng: np
     image[rim] = image[rim] + (cortex - image[rim]) * np.float32(fraction)
 
 
-def _random_contrast(labels: np.ndarray, body: np.ndarray, present: np.ndarray, rng: np.random.Generator,
-                     *, spacing_mm: float) -> np.ndarray:
+def _random_contrast(labels: np.ndarray, body: np.ndarray, present: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
     """SynthSeg contrast: every class (and body / outside) uniform in [-1000, 2000], blur, noise."""
     size = int(present.max()) + 1
     table = rng.uniform(-1000.0, 2000.0, size).astype(np.float32)
