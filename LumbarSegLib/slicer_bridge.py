@@ -31,7 +31,8 @@ MESH_FORMATS: tuple[str, ...] = ("stl", "obj", "vtp")
 PROGRESS_PREFIX = "PROGRESS"
 ERROR_PREFIX = "lumbarseg: error:"
 WARNING_PREFIX = "lumbarseg: warning:"
-INPUT_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# What the child needs beyond Slicer's bundled numpy, SimpleITK and vtk (pip specifiers).
+SLICER_REQUIREMENTS: tuple[str, ...] = ("torch>=2.0", "scipy", "slicerio")
 
 TERMINOLOGY_CONTEXT_NAME = "Segmentation category and type - LumbarSeg"
 ANATOMIC_CONTEXT_NAME = "Anatomic codes - DICOM master list"
@@ -97,15 +98,6 @@ def child_environment(base: Mapping[str, str], module_root: Union[str, Path]) ->
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def output_stem(input_path: Union[str, Path]) -> str:
-    """``<name>`` of the outputs: the file name without its volume extension, or the folder name."""
-    name = Path(input_path).name
-    for suffix in INPUT_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def expected_outputs(output_dir: Union[str, Path], stem: str) -> dict[str, Path]:
@@ -479,6 +471,22 @@ class SegmentationProcess:
         stderr = [line.text for line in self.log if line.stream == "stderr" and line.text.strip()]
         detail = f" Last message: {stderr[-1].strip()}" if stderr else ""
         return Finished(returncode, "failed", describe_exit_code(returncode) + detail)
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def requirement_name(requirement: str) -> str:
+    """Import name of a simple pip specifier such as ``torch>=2.0``."""
+    name = requirement
+    for separator in "<>=!~[; ":
+        name = name.split(separator, 1)[0]
+    return name.strip().replace("-", "_").lower()
+
+
+def missing_requirements(requirements: Sequence[str] = SLICER_REQUIREMENTS) -> list[str]:
+    """The specifiers whose package cannot be found (checked without importing it)."""
+    return [req for req in requirements if importlib.util.find_spec(requirement_name(req)) is None]
 
 
 # --------------------------------------------------------------------------- torch

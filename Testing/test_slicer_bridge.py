@@ -119,14 +119,6 @@ def test_describe_exit_code(code, fragment):
 # --------------------------------------------------------------------------- outputs
 
 
-@pytest.mark.parametrize("name, stem", [
-    ("case.nii.gz", "case"), ("case.NII.GZ", "case"), ("a.b.nrrd", "a.b"), ("x.mha", "x"),
-    ("x.mhd", "x"), ("dicom_folder", "dicom_folder"), ("vol.nii", "vol"),
-])
-def test_output_stem(name, stem):
-    assert sb.output_stem(Path("/data") / name) == stem
-
-
 def test_expected_outputs(tmp_path):
     outputs = sb.expected_outputs(tmp_path, "volume")
     assert outputs["segmentation"] == tmp_path / "volume.seg.nrrd"
@@ -328,6 +320,19 @@ def test_module_import_does_not_import_torch():
         [sys.executable, "-c", "import sys, LumbarSegLib.slicer_bridge; print('torch' in sys.modules)"],
         cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("requirement, name", [
+    ("torch>=2.0", "torch"), ("scipy", "scipy"), ("slicerio==1.4", "slicerio"),
+    ("Some-Package[extra]~=1.0", "some_package"), ("numpy; python_version>'3.8'", "numpy"),
+])
+def test_requirement_name(requirement, name):
+    assert sb.requirement_name(requirement) == name
+
+
+def test_missing_requirements():
+    assert sb.missing_requirements(["json", "os>=1"]) == []
+    assert sb.missing_requirements(["json", "no_such_package_lumbarseg>=1"]) == ["no_such_package_lumbarseg>=1"]
 
 
 def test_parse_torch_probe():
