@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pickle
+
 import torch
 from torch import nn
 
@@ -66,7 +68,7 @@ def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
         )
         net = build_network(spec)
         net.load_state_dict({name: tensor.float() for name, tensor in payload["state_dict"].items()})
-    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+    except (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
         raise ModelError(f"model file {path} is damaged or does not match the network: {error}") from None
     return net.eval(), spec
 

@@ -1,0 +1,91 @@
+"""Post-processing: components, holes, and anatomical findings (never relabelling)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.postprocess import clean
+
+SPACING = 2.0
+CLASSES = len(NETWORK_CLASSES)
+
+
+def stacked_levels(order=(1, 2, 3, 4, 5)) -> np.ndarray:
+    """Probabilities of five 12-slice vertebrae stacked along z; axis 0 is superior, so L1 is at the top rows."""
+    labels = np.zeros((80, 24, 24), dtype=np.uint8)
+    for i, cls in enumerate(order):
+        top = 80 - 2 - 14 * (i + 1)
+        labels[top : top + 12, 4:20, 4:20] = cls
+    return labels
+
+
+def one_hot(labels: np.ndarray, confidence: float = 0.9) -> np.ndarray:
+    probs = np.full((CLASSES,) + labels.shape, (1 - confidence) / (CLASSES - 1), dtype=np.float32)
+    for cls in range(CLASSES):
+        probs[cls][labels == cls] = confidence
+    return probs
+
+
+def codes(result) -> list[str]:
+    return [f.code for f in result.findings]
+
+
+def test_clean_anatomy_gives_no_findings():
+    result = clean(one_hot(stacked_levels()), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert codes(result) == []
+    assert set(result.levels) == {"L1", "L2", "L3", "L4", "L5"}
+    assert result.levels["L1"].centroid_z_mm > result.levels["L5"].centroid_z_mm
+    np.testing.assert_allclose(result.levels["L3"].volume_ml, 12 * 16 * 16 * SPACING**3 / 1000)
+    np.testing.assert_allclose(result.levels["L3"].confidence, 0.9, rtol=1e-6)
+
+
+def test_stray_fragment_falls_to_next_most_likely_class():
+    labels = stacked_levels()
+    probs = one_hot(labels)
+    fragment = (slice(68, 71), slice(8, 11), slice(8, 11))  # inside L1
+    probs[:, fragment[0], fragment[1], fragment[2]] = 0.0
+    probs[3][fragment] = 0.6  # L3 wins there...
+    probs[1][fragment] = 0.4  # ...L1 is second
+    result = clean(probs, spacing_mm=SPACING, origin_z_mm=0.0)
+    assert (result.labels[fragment] == 1).all()
+    assert (result.labels == 3).sum() == (labels == 3).sum()
+
+
+def test_enclosed_hole_is_filled():
+    labels = stacked_levels()
+    labels[40:43, 10:13, 10:13] = 0
+    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert (result.labels[40:43, 10:13, 10:13] != 0).all()
+
+
+def test_swapped_levels_are_reported_not_relabelled():
+    labels = stacked_levels(order=(1, 3, 2, 4, 5))
+    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert "label_order" in codes(result)
+    np.testing.assert_array_equal(result.labels, labels)
+
+
+def test_gap_and_missing_end_levels_are_reported():
+    labels = stacked_levels(order=(1, 2, 0, 4, 0))
+    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    missing = {f.level: f.code for f in result.findings}
+    assert missing["L3"] == "missing_level"
+    assert missing["L5"] == "level_not_found"
+
+
+def test_sixth_lumbar_vertebra_is_flagged():
+    labels = stacked_levels(order=(1, 2, 3, 4, 5))
+    labels[0:6, 4:20, 4:20] = 6
+    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert "transitional_anatomy" in codes(result)
+
+
+def test_low_confidence_is_flagged():
+    result = clean(one_hot(stacked_levels(), confidence=0.5), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert codes(result).count("low_confidence") == 5
+
+
+def test_no_lumbar_vertebra():
+    result = clean(one_hot(np.zeros((16, 16, 16), dtype=np.uint8)), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert codes(result) == ["no_lumbar_vertebra"]
