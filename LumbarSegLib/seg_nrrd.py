@@ -14,9 +14,8 @@ import SimpleITK as sitk
 import slicerio
 
 from . import labels as lbl
+from .slicer_bridge import ANATOMIC_CONTEXT_NAME, TERMINOLOGY_CONTEXT_NAME
 
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 
 
@@ -30,12 +29,17 @@ def ijk_to_lps(image: sitk.Image) -> np.ndarray:
 
 
 def terminology(name: str) -> dict:
-    """Slicer terminology entry (as slicerio's dict) for a level name such as ``"L1"``."""
+    """Slicer terminology entry (as slicerio's dict) for a level name such as ``"L1"``.
+
+    The context is LumbarSeg's own (``Resources/Terminology/LumbarSeg.term.json``, loaded by
+    the Slicer module): Slicer's "3D Slicer General Anatomy list" has the lumbar spine as a
+    whole but not the single vertebrae, so their codes would not resolve there.
+    """
     return {
-        "contextName": TERMINOLOGY_CONTEXT,
+        "contextName": TERMINOLOGY_CONTEXT_NAME,
         "category": lbl.CATEGORY.code().split("^"),
         "type": lbl.SNOMED[name].code().split("^"),
-        "anatomicContextName": ANATOMIC_CONTEXT,
+        "anatomicContextName": ANATOMIC_CONTEXT_NAME,
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -11,6 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from LumbarSegLib import labels as lbl
 from LumbarSegLib.seg_nrrd import read_seg_nrrd_segments, write_seg_nrrd
+from LumbarSegLib.slicer_bridge import terminology_entry
 
 OBLIQUE = Rotation.from_euler("zyx", [25, -10, 15], degrees=True).as_matrix()
 GRIDS = {
@@ -67,7 +67,7 @@ def test_segments_names_values_colours_terminology(tmp_path):
         assert segment["layer"] == 0
         assert np.allclose(segment["color"], lbl.COLORS[name], atol=1e-6)
         term = segment["terminology"]
-        assert term["contextName"] == "Segmentation category and type - 3D Slicer General Anatomy list"
+        assert term["contextName"] == "Segmentation category and type - LumbarSeg"
         assert term["category"] == ["SCT", "123037004", "Anatomical Structure"]
         assert term["type"] == ["SCT", lbl.SNOMED[name].value, lbl.SNOMED[name].meaning]
         assert "typeModifier" not in term and "anatomicRegion" not in term
@@ -79,7 +79,9 @@ def test_segments_names_values_colours_terminology(tmp_path):
 def test_header_tags_are_slicer_format(tmp_path):
     path = tmp_path / "case.seg.nrrd"
     write_seg_nrrd(label_map(np.eye(3), (1.0, 1.0, 1.0)), path)
-    header = nrrd.read_header(str(path))
+    text = path.read_bytes().split(b"\n\n")[0].decode()  # the NRRD header is plain text up to a blank line
+    header = dict(line.split(":=", 1) if ":=" in line else line.split(": ", 1)
+                  for line in text.splitlines()[1:] if not line.startswith("#"))
     assert header["space"] == "left-posterior-superior"
     assert header["Segment0_Name"] == "L1"
     assert header["Segment0_LabelValue"] == "20"
@@ -90,7 +92,7 @@ def test_header_tags_are_slicer_format(tmp_path):
     parts = entry.split("~")
     assert len(parts) == 7
     assert parts == [
-        "Segmentation category and type - 3D Slicer General Anatomy list",
+        "Segmentation category and type - LumbarSeg",
         "SCT^123037004^Anatomical Structure",
         "SCT^66794005^L1 vertebra",
         "^^",
@@ -98,6 +100,9 @@ def test_header_tags_are_slicer_format(tmp_path):
         "^^",
         "^^",
     ]
+    # The same entry the Slicer module tags segments with and its terminology context defines.
+    for n, name in enumerate(["L1", "L2", "L3", "L4", "L5"]):
+        assert f"TerminologyEntry:{terminology_entry(name)}|" in header[f"Segment{n}_Tags"]
 
 
 def test_only_present_levels_and_reader(tmp_path):
