@@ -1,0 +1,334 @@
+"""Renderable structures of an Anatomy: a world box, a label and a field (signed distance, HU)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from . import shapes
+from .anatomy import Anatomy, Blob, Material, Tube, Vertebra
+from .shapes import Frame
+
+_FAR = 1.0e4
+_IDENTITY = Frame.make((0.0, 0.0, 0.0))
+
+
+@dataclass(frozen=True)
+class Context:
+    """Rendering options seen by the fields: partial-volume width h (mm), soft edges or exact."""
+
+    h: float
+    soft: bool
+
+    def blend(self, sdf, inside, outside, depth: float):
+        """``inside`` deeper than ``depth`` below the surface, ``outside`` in the shell (e.g. cortex)."""
+        if self.soft:
+            t = np.clip((sdf + depth) / self.h + 0.5, 0.0, 1.0)
+            return inside + (outside - inside) * t
+        return np.where(sdf > -depth, np.float32(outside), inside)
+
+
+@dataclass(frozen=True)
+class Structure:
+    name: str
+    lo: np.ndarray
+    hi: np.ndarray
+    field: Callable  # (block, ctx) -> (sdf, hu)
+    label: int | None = None
+
+
+@lru_cache(maxsize=8)
+def structures(anatomy: Anatomy) -> tuple[Structure, ...]:
+    """All structures of ``anatomy`` in painting order (later ones win)."""
+    out = [_table(anatomy), _body(anatomy)]
+    for item in anatomy.soft + anatomy.bones:
+        out += _item(item)
+    out += _discs(anatomy) + _canals(anatomy)
+    out += [_vertebra(v) for v in anatomy.vertebrae]
+    out.append(_sacrum(anatomy))
+    for item in anatomy.metal:
+        out += _item(item)
+    return tuple(out)
+
+
+# -- generic items --------------------------------------------------------------------------------
+def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
+    u, v, w = local
+    hu = np.full(sdf.shape, material.hu, np.float32)
+    if material.texture:
+        rng = np.random.default_rng(abs(hash(material)) % (2 ** 32))
+        hu += shapes.waves(u, v, w, _waves(rng, material.texture))
+    if material.mottled_gas:
+        rng = np.random.default_rng(abs(hash((material, 1))) % (2 ** 32))
+        bubbles = shapes.waves(u, v, w, _waves(rng, 1.0, (6.0, 20.0), 5))
+        hu = np.where(bubbles > np.float32(0.9 - 1.6 * material.mottled_gas), np.float32(-1000), hu)
+    if material.gas_level is not None and world_y is not None:
+        hu = np.where(world_y < material.gas_level, np.float32(-1000), hu)
+    if material.cortex:
+        hu = ctx.blend(sdf, hu, material.cortical_hu, material.cortex)
+    return hu
+
+
+def _waves(rng: np.random.Generator, amplitude: float, wavelength=(3.0, 12.0), count: int = 4):
+    rows = []
+    for _ in range(count):
+        d = rng.normal(size=3)
+        k = 2 * np.pi / rng.uniform(*wavelength) * d / np.linalg.norm(d)
+        rows.append((float(k[0]), float(k[1]), float(k[2]), float(rng.uniform(0, 2 * np.pi)),
+                     float(amplitude / np.sqrt(count))))
+    return tuple(rows)
+
+
+def _item(item) -> list[Structure]:
+    if isinstance(item, Blob):
+        return [_blob(item)]
+    return _tube(item)
+
+
+def _blob(blob: Blob) -> Structure:
+    a, b, c = blob.semi
+    frame = blob.frame
+    lo, hi = frame.world_box((-a - 2, -b - 2, -c - 2), (a + 2, b + 2, c + 2))
+    needs_y = blob.material.gas_level is not None
+
+    def field(block, ctx):
+        u, v, w = block.local(frame)
+        sdf = shapes.ellipsoid(u, v, w, a, b, c)
+        world_y = block.local(_IDENTITY)[1] if needs_y else None
+        return sdf, _material_hu(blob.material, sdf, (u, v, w), ctx, world_y)
+
+    return Structure(blob.name, lo, hi, field)
+
+
+def _tube(tube: Tube) -> list[Structure]:
+    """One structure per segment; each also evaluates its neighbours so that joints stay seamless."""
+    points = np.asarray(tube.points, float)
+    scale = np.array([tube.aspect, 1.0, 1.0])
+    frame = Frame.make((0.0, 0.0, 0.0), np.diag(1.0 / scale))  # local = world * scale
+    scaled = points * scale
+    radii = tube.radii
+    out = []
+    for s in range(len(points) - 1):
+        pad = max(radii[s], radii[s + 1]) + 2
+        lo = np.minimum(points[s], points[s + 1]) - pad / np.array([tube.aspect, 1, 1])
+        hi = np.maximum(points[s], points[s + 1]) + pad / np.array([tube.aspect, 1, 1])
+        segments = [k for k in (s - 1, s, s + 1) if 0 <= k < len(points) - 1]
+
+        def field(block, ctx, segments=segments):
+            u, v, w = block.local(frame)
+            sdf = shapes.union(*[shapes.capsule(u, v, w, scaled[k], scaled[k + 1], radii[k], radii[k + 1])
+                                 for k in segments])
+            return sdf, _material_hu(tube.material, sdf, (u, v, w), ctx, v)
+
+        out.append(Structure(f"{tube.name}_{s}", lo, hi, field))
+    return out
+
+
+# -- body and table -------------------------------------------------------------------------------
+def _table(anatomy: Anatomy) -> Structure:
+    body = anatomy.body
+    half = np.array([240.0, body.table_thickness / 2, _FAR])
+    centre = np.array([body.centre_x, body.table_y + body.table_thickness / 2, 0.0])
+    frame = Frame.make(centre)
+
+    def field(block, ctx):
+        u, v, w = block.local(frame)
+        sdf = shapes.box(u, v, w, half)
+        shell = ctx.blend(sdf, np.full(sdf.shape, -920.0, np.float32), 250.0, 2.0)
+        return sdf, shell
+
+    return Structure("table", centre - half, centre + half, field)
+
+
+def _body(anatomy: Anatomy) -> Structure:
+    body = anatomy.body
+    frame = Frame.make((body.centre_x, body.centre_y, 0.0))
+    back = body.back_y - body.centre_y
+    pad = body.half_width * (1 + body.hip_gain) + 5
+    lo = np.array([body.centre_x - pad, body.centre_y - body.half_depth - 5, -_FAR])
+    hi = np.array([body.centre_x + pad, body.back_y + 5, _FAR])
+    rng = np.random.default_rng(anatomy.seed)
+    fat_texture = _waves(rng, 8.0, (6.0, 30.0))
+
+    def outline(x, y, z, inset):
+        hips = np.clip((body.hip_z - z) / 80.0, 0.0, 1.0)
+        a = np.float32(body.half_width - inset) * (1 + np.float32(body.hip_gain) * hips * hips * (3 - 2 * hips))
+        sdf = shapes.ellipse(x, y, a, np.float32(body.half_depth - inset))
+        return np.maximum(sdf, y - np.float32(back - inset))
+
+    def field(block, ctx):
+        x, y, z = block.local(frame)
+        sdf = outline(x, y, z, 0.0)
+        muscle = outline(x, y, z, body.fat)
+        visceral = outline(x, y, z, body.fat + body.wall)
+        fat = np.float32(body.fat_hu) + shapes.waves(x, y, z, fat_texture)
+        hu = np.where(muscle < 0, np.float32(body.muscle_hu), fat)
+        hu = np.where(visceral < 0, fat + np.float32(10.0), hu)
+        return sdf, hu
+
+    return Structure("body", lo, hi, field)
+
+
+# -- spine ----------------------------------------------------------------------------------------
+def _discs(anatomy: Anatomy) -> list[Structure]:
+    out = []
+    sacral = anatomy.sacrum[0]
+    columns = list(anatomy.vertebrae)
+    for k, upper in enumerate(columns):
+        if k + 1 < len(columns):
+            lower = columns[k + 1]
+            lower_frame, lower_top = lower.frame, lower.height / 2 - lower.concavity - 1.5
+            lower_wedge = lower.wedge
+        else:
+            lower_frame, lower_top, lower_wedge = sacral.frame, sacral.height / 2 - 1.5, 0.0
+        out.append(_disc(upper, lower_frame, lower_top, lower_wedge))
+    return out
+
+
+def _disc(upper: Vertebra, lower_frame: Frame, lower_top: float, lower_wedge: float) -> Structure:
+    mid_centre = (upper.frame.origin + lower_frame.origin) / 2
+    axis = upper.frame.origin - lower_frame.origin
+    axis /= np.linalg.norm(axis)
+    frame = _aligned(mid_centre, axis, upper.frame)
+    a, b = upper.width / 2 * 1.02, upper.depth / 2 * 1.02
+    bottom = -upper.height / 2 + upper.concavity + 1.5
+    half = np.linalg.norm(upper.frame.origin - lower_frame.origin) / 2
+    lo, hi = frame.world_box((-a - 3, -b - 3, -half), (a + 3, b + 3, half))
+
+    def field(block, ctx):
+        u, v, w = block.local(frame)
+        wl = block.local(lower_frame)[2]
+        wu = block.local(upper.frame)[2]
+        rho = (u / a) ** 2 + (v / b) ** 2
+        sdf = np.maximum(shapes.ellipse(u, v, a, b), np.maximum(lower_top - lower_wedge - wl, wu - bottom))
+        hu = np.float32(70.0) + np.float32(30.0) * np.minimum(rho, 1.0)
+        return sdf, hu
+
+    return Structure(f"disc_{upper.label}", lo, hi, field)
+
+
+def _aligned(centre, axis, reference: Frame) -> Frame:
+    w = axis / np.linalg.norm(axis)
+    u = reference.matrix[:, 0] - (reference.matrix[:, 0] @ w) * w
+    u /= np.linalg.norm(u)
+    return Frame.make(centre, np.column_stack([u, np.cross(w, u), w]))
+
+
+def _canals(anatomy: Anatomy) -> list[Structure]:
+    out = []
+    for v in anatomy.vertebrae:
+        cw, cd = v.canal
+        centre_v = v.depth / 2 + cd
+        half = v.height / 2 + 8
+        lo, hi = v.frame.world_box((-cw - 1, centre_v - cd - 1, -half), (cw + 1, centre_v + cd + 1, half))
+        cord = v.thoracic or v.label in (20, 28)
+
+        def field(block, ctx, v=v, cw=cw, cd=cd, centre_v=centre_v, half=half, cord=cord):
+            u, vv, w = block.local(v.frame)
+            radial = shapes.ellipse(u, vv - centre_v, cw, cd)
+            sdf = np.maximum(radial, np.abs(w) - half)
+            sac = shapes.ellipse(u, vv - centre_v, cw * 0.8, cd * 0.8)
+            hu = np.where(sac < 0, np.float32(8.0), np.float32(-60.0))
+            if cord:
+                hu = np.where(shapes.ellipse(u, vv - centre_v, 4.5, 4.0) < 0, np.float32(35.0), hu)
+            return sdf, hu
+
+        out.append(Structure(f"canal_{v.label}", lo, hi, field))
+    return out
+
+
+def vertebra_parts(v: Vertebra, u, vv, w):
+    """(body sdf, posterior-elements sdf, canal sdf) of a vertebra in its local coordinates."""
+    a, b, h = v.width / 2, v.depth / 2, v.height / 2
+    cw, cd = v.canal
+    pr = v.pedicle
+    px = cw + pr
+    pz = h * 0.12
+    across = np.minimum((w / h) ** 2, 1.0)
+    waist = 1.0 - 0.07 * (1.0 - across)
+    radial = shapes.ellipse(u, vv, a * waist, b * waist)
+    radial = np.maximum(radial, -shapes.ellipse(u, vv - (b + 2.0), a * 0.35, 5.0))
+    rho = np.minimum((u / a) ** 2 + (vv / b) ** 2, 1.0)
+    top = h - v.concavity * (1 - rho) - v.wedge * (0.5 - 0.5 * np.clip(vv / b, -1, 1))
+    bottom = -h + v.concavity * (1 - rho)
+    body = np.maximum(radial, np.maximum(w - top, bottom - w))
+
+    back = b + 2 * cd
+    thick = 3.0 if v.thoracic else 3.8
+    parts = []
+    for side in (-1.0, 1.0):
+        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 1.5, (side * px, b - 6, pz), (side * px, b + cd * 1.2, pz), pr))
+        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 2.4, (side * px, b + cd * 1.2, pz),
+                                    (0.0, back + 3, pz - 4), thick))
+        if v.thoracic:
+            tip = (side * (px + v.tp_length * 0.75), b + cd + v.tp_length * 0.6, pz + 4)
+        else:
+            tip = (side * (px + v.tp_length), b + cd * 0.8 + 3, pz - v.tp_drop)
+        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 1.3, (side * px, b + cd * 0.8, pz), tip, v.tp_radius,
+                                    v.tp_radius * 0.8))
+        facet = 3.5 if v.thoracic else 4.5
+        parts.append(shapes.capsule(u, vv, w, (side * (px + 1), b + cd * 1.4, pz), (side * (px + 2), b + cd * 1.6, h + 7),
+                                    facet))
+        parts.append(shapes.capsule(u, vv, w, (side * px * 0.6, back + 1, pz - 4),
+                                    (side * px * 0.55, back + 3, -h - 7), facet))
+    sp_start = np.array([0.0, back + 2, pz - 4])
+    sp_end = sp_start + v.sp_length * np.array([0.0, np.cos(v.sp_angle), -np.sin(v.sp_angle)])
+    sp_height = 1.4 if v.thoracic else 2.2
+    parts.append(shapes.capsule(u, vv, pz - 4 + (w - pz + 4) / sp_height, sp_start,
+                                (0.0, sp_end[1], pz - 4 + (sp_end[2] - pz + 4) / sp_height), 3.5, 3.0))
+    posterior = shapes.union(*parts)
+    canal = shapes.ellipse(u, vv - (b + cd), cw, cd)
+    return body, posterior, canal
+
+
+def _vertebra(v: Vertebra) -> Structure:
+    lo, hi = v.world_box()
+
+    def field(block, ctx):
+        u, vv, w = block.local(v.frame)
+        body, posterior, canal = vertebra_parts(v, u, vv, w)
+        sdf = np.maximum(np.minimum(body, posterior), -canal)
+        inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 120))
+        inner = inner + shapes.waves(u, vv, w, v.texture)
+        return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
+
+    return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
+
+
+def _sacrum(anatomy: Anatomy) -> Structure:
+    segments = anatomy.sacrum
+    boxes = [s.frame.world_box((-s.width / 2 - s.ala - 3, -s.depth / 2 - 3, -s.height / 2 - 12),
+                               (s.width / 2 + s.ala + 3, s.depth / 2 + 30, s.height / 2 + 12)) for s in segments]
+    lo, hi = np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+    top = segments[0]
+    l5 = anatomy.vertebrae[-1]
+    material = anatomy.sacrum_material
+
+    def field(block, ctx):
+        parts, holes = [], []
+        for k, s in enumerate(segments):
+            u, v, w = block.local(s.frame)
+            a, b, h = s.width / 2, s.depth / 2, s.height / 2
+            parts.append(np.maximum(shapes.ellipse(u, v, a, b), np.abs(w) - h - 0.6))
+            if s.ala:
+                for side in (-1.0, 1.0):
+                    parts.append(shapes.ellipsoid(u - side * (a + s.ala * 0.4), v - b * 0.2, w, s.ala * 0.75,
+                                                  b * 1.1, h * 0.75 + 4))
+            parts.append(shapes.ellipsoid(u, v - (b + 10), w, a + 8, 8, h + 1))
+            holes.append(shapes.ellipse(u, v - (b + 6), max(a * 0.45, 5.0), 5.0))
+            if k < len(segments) - 1 and s.ala:
+                for side in (-1.0, 1.0):
+                    holes.append(shapes.capsule(u, v, w, (side * (a + 5), -b - 10, -h), (side * (a + 5), b + 4, -h), 4.0))
+        u, v, w = block.local(top.frame)
+        px = l5.canal[0] + l5.pedicle + 2
+        for side in (-1.0, 1.0):
+            parts.append(shapes.capsule(u, v, w, (side * px, top.depth / 2 + 12, 0), (side * px, top.depth / 2 + 14,
+                                                                                      top.height / 2 + 9), 4.5))
+        sdf = np.maximum(shapes.union(*parts), -shapes.union(*holes))
+        hu = _material_hu(material, sdf, (u, v, w), ctx)
+        return sdf, hu
+
+    return Structure("sacrum", lo, hi, field, 26)
