@@ -334,7 +334,8 @@ class SegmentationProcess:
         if self._proc is not None:
             raise RuntimeError("the process was already started")
         if _IS_WINDOWS:
-            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+            # No console window for PythonSlicer.exe started from the Slicer GUI.
+            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
         else:
             group = {"start_new_session": True}
         self._proc = subprocess.Popen(
