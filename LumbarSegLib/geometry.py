@@ -92,10 +92,22 @@ def resample_image(
         factors = np.minimum(factors, np.array(source.GetSize()))
         if np.any(factors > 1):
             source = sitk.BinShrink(source, [int(f) for f in factors])
-        sigma = np.sqrt(np.maximum((target / 2) ** 2 - (np.array(source.GetSpacing()) / 2) ** 2, 0.0))
-        if np.any(sigma > 0.25 * np.array(source.GetSpacing())):
-            source = sitk.SmoothingRecursiveGaussian(source, [float(s) for s in sigma])
+        source = smooth_to_resolution(source, target)
     return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, default_value, sitk.sitkFloat32)
+
+
+def smooth_to_resolution(image: sitk.Image, resolution_mm: float) -> sitk.Image:
+    """Gaussian smoothing (sigma = half the target resolution, less what the voxels already blur).
+
+    Axis by axis, skipping axes already as coarse as the target (and axes too
+    short for the recursive filter).
+    """
+    spacing = np.array(image.GetSpacing())
+    sigma = np.sqrt(np.maximum((resolution_mm / 2) ** 2 - (spacing / 2) ** 2, 0.0))
+    for axis in range(3):
+        if sigma[axis] > 0.25 * spacing[axis] and image.GetSize()[axis] >= 4:
+            image = sitk.RecursiveGaussian(image, sigma=float(sigma[axis]), direction=axis)
+    return image
 
 
 def resample_labels(labels: sitk.Image, reference: sitk.Image) -> sitk.Image:

@@ -176,14 +176,19 @@ class SampleFactory:
 
     def _real(self, rng: np.random.Generator, *, synthetic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         case = self.real_cases[int(rng.integers(len(self.real_cases)))]
-        hu = synth_image(case.verse, rng, priors=None, mode="ct" if rng.random() < 0.8 else "random") if synthetic \
-            else case.hu
+        if synthetic:
+            # A synthetic image has bone only where the map has labels, so every voxel's label is known.
+            mode = "ct" if rng.random() < 0.8 else "random"
+            hu = synth_image(case.verse, rng, spacing_mm=self.spacing, priors=None, mode=mode)
+            known = np.ones_like(case.valid)
+        else:
+            hu, known = case.hu, case.valid
         labelled = np.argwhere(case.verse > 0)
         if self.kind == "localizer":
             center = np.array(case.verse.shape) / 2 + rng.normal(0, 5, 3)
         else:
             center = labelled[int(rng.integers(len(labelled)))] + rng.normal(0, 3, 3)
         image, verse, valid = random_spatial(
-            hu, case.verse, case.valid, rng, spacing_mm=self.spacing, out_shape=self.patch, center_vox=center,
+            hu, case.verse, known, rng, spacing_mm=self.spacing, out_shape=self.patch, center_vox=center,
         )
         return image, verse, valid

@@ -170,7 +170,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
             now = time.time()
             elapsed += now - tick
             tick = now
-            record = {"step": step, "loss": round(float(loss), 5), "lr": optimizer.param_groups[0]["lr"],
+            record = {"step": step, "loss": round(loss.item(), 5), "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(elapsed, 1)}
             if step % config["validate_every"] == 0 or step == config["steps"]:
                 dice = validation_dice(net, kind, validation, device)
