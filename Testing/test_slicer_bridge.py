@@ -406,3 +406,46 @@ def test_terminology_entry_format():
     assert parts[2] == "SCT^36470004^L3 vertebra"
     assert parts[3] == "^^" and parts[4] == sb.ANATOMIC_CONTEXT_NAME
     assert sb.terminology_entry("L6").split("~")[2] == "SCT^51282000^Vertebra"
+
+
+# --------------------------------------------------------------------------- the real pipeline
+
+
+def test_real_pipeline_contract_through_the_bridge(tmp_path):
+    """Run ``python -m LumbarSegLib segment`` as the Slicer module does, on a small phantom.
+
+    Without bundled weights the pipeline must fail with its one-line error surfaced (exit 7);
+    with weights it must either succeed and write the files the module loads, or fail with
+    a surfaced ``lumbarseg: error:`` line.
+    """
+    import SimpleITK as sitk
+    import slicerio
+
+    from LumbarSegLib.phantom import make_phantom
+
+    ct, _labels, _anatomy = make_phantom(seed=1, kind="lumbar", spacing=(3.0, 3.0, 3.0))
+    input_path = tmp_path / "volume.nrrd"
+    sitk.WriteImage(ct, str(input_path))
+    output_dir = tmp_path / "out"
+    command = sb.build_segment_command(sys.executable, input_path, output_dir, device="cpu")
+    env = sb.child_environment({k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, REPO)
+    process = sb.SegmentationProcess(command, env=env, cwd=tmp_path, timeout=900)
+    process.start()
+    finished = process.wait(interval=0.1)
+    progress = [line.update for line in process.log if isinstance(line.update, sb.Progress)]
+    assert progress and progress[0].stage == "read"
+    errors = [line.update.message for line in process.log
+              if isinstance(line.update, sb.Diagnostic) and line.update.level == "error"]
+    has_weights = any(p.suffix == ".pt" for p in (REPO / "Resources" / "Models").glob("*"))
+    if not has_weights:
+        assert finished.status == "failed" and finished.returncode == 7
+    if finished.status == "failed":
+        assert errors and finished.error == errors[-1]
+        return
+    assert finished.status == "succeeded" and progress[-1] == sb.Progress(1.0, "done")
+    outputs = sb.expected_outputs(output_dir, "volume")
+    assert outputs["segmentation"].is_file() and outputs["labelmap"].is_file()
+    assert isinstance(sb.read_report(outputs["report"]), dict)
+    names = [segment["name"] for segment in slicerio.read_segmentation(str(outputs["segmentation"]),
+                                                                        skip_voxels=True)["segments"]]
+    assert set(names) <= set(sb.TERMINOLOGY_LEVELS)
