@@ -68,7 +68,6 @@ from LumbarSegLib.slicer_bridge import (  # noqa: E402
     report_flags,
     report_table,
     requirement_name,
-    terminology_entry,
     torch_probe_command,
 )
 
@@ -592,6 +591,7 @@ class LumbarSegLogic(ScriptedLoadableModuleLogic):
     def loadResult(self, job: SegmentationJob) -> None:
         """Load ``<stem>.seg.nrrd`` into the output node and place it for viewing and editing."""
         outputs = expected_outputs(job.outputDir, job.stem)
+        loadTerminology()  # the file's segments refer to the LumbarSeg terminology context
         segmentationNode = job.outputSegmentation
         segmentationNode.GetSegmentation().RemoveAllSegments()
         storageNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
@@ -604,7 +604,6 @@ class LumbarSegLogic(ScriptedLoadableModuleLogic):
         inputVolume = job.inputVolume
         segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(), inputVolume.GetID())
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
-        self.useLumbarSegTerminology(segmentationNode)
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         studyItem = shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume))
         shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), studyItem)
@@ -612,18 +611,6 @@ class LumbarSegLogic(ScriptedLoadableModuleLogic):
         segmentationNode.CreateClosedSurfaceRepresentation()
         if outputs["report"].is_file():
             job.report = read_report(outputs["report"])
-
-    @staticmethod
-    def useLumbarSegTerminology(segmentationNode) -> None:
-        """Tag the level segments with the LumbarSeg terminology context (when it is loaded)."""
-        if loadTerminology() != TERMINOLOGY_CONTEXT_NAME:
-            return
-        segmentation = segmentationNode.GetSegmentation()
-        for level in TERMINOLOGY_LEVELS:
-            segmentId = segmentation.GetSegmentIdBySegmentName(level)
-            if segmentId:
-                segment = segmentation.GetSegment(segmentId)
-                segment.SetTag(segment.GetTerminologyEntryTagName(), terminology_entry(level))
 
 
 #
