@@ -166,7 +166,8 @@ def test_fields_of_view(kind):
     elif kind == "thoracolumbar":
         assert {15, 16, 17, 18, 19, 20, 21} <= present
     else:
-        assert 1 <= len(present) <= 6
+        ranks = sorted(anatomy.levels.index(v) for v in present)
+        assert 1 <= len(ranks) <= 8 and ranks == list(range(ranks[0], ranks[-1] + 1))
 
 
 def test_random_grid_is_bounded_and_varied():

@@ -30,7 +30,7 @@ _DEPTH = np.array([24, 25, 26, 27, 27.5, 28, 30, 31, 32, 33, 35], float)
 _HEIGHT = np.array([19, 20, 20.5, 21.5, 22.5, 23.5, 25, 26, 26.5, 27, 27], float)
 _TP_LENGTH = np.array([24, 24, 24, 23, 20, 16, 18, 22, 28, 24, 20], float)
 _SP_LENGTH = np.array([36, 36, 35, 33, 31, 30, 30, 31, 31, 29, 25], float)
-_SP_ANGLE = np.radians([55, 52, 48, 40, 32, 25, 20, 18, 15, 15, 18])
+_SP_ANGLE = np.radians([60, 58, 55, 48, 40, 32, 27, 25, 23, 23, 25])
 _DISC = np.array([5, 5, 5.5, 6, 6.5, 7, 8, 9, 10, 11, 10], float)  # disc below the level
 
 
@@ -65,6 +65,24 @@ class Tube:
     radii: tuple[float, ...]
     material: Material
     aspect: float = 1.0
+
+
+@dataclass(frozen=True)
+class IliacWing:
+    """The iliac wing: a piece of the shell of the pelvic 'bowl' ellipsoid, lateral to the SI joint.
+
+    Offsets are relative to ``centre``; ``side`` is +1 for the patient's left.
+    """
+
+    name: str
+    side: float
+    centre: tuple[float, float, float]
+    semi: tuple[float, float, float]
+    medial: float      # |x| of the SI joint
+    front: float       # anterior limit (y)
+    crest: float       # crest height (z) at mid-depth
+    bottom: float      # lower limit (z)
+    material: Material
 
 
 @dataclass(frozen=True)

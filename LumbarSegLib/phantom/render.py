@@ -20,12 +20,24 @@ class Block:
 
     def __init__(self, grid: Grid, k: slice, j: slice, i: slice):
         self.matrix = grid.index_to_physical
+        self.inverse = np.linalg.inv(self.matrix)
         self.origin = np.asarray(grid.origin, float)
         self.i = np.arange(i.start, i.stop, dtype=np.float32)
         self.j = np.arange(j.start, j.stop, dtype=np.float32)
         self.k = np.arange(k.start, k.stop, dtype=np.float32)
         self.shape = (len(self.k), len(self.j), len(self.i))
+        self.start = np.array([i.start, j.start, k.start])
         self._cache: dict[Frame, tuple] = {}
+
+    def window(self, frame: Frame, lo, hi) -> tuple[slice, slice, slice] | None:
+        """Slices (k, j, i) of this block holding every voxel inside the local box [lo, hi] of ``frame``."""
+        corners = frame.to_world(_corners(lo, hi))
+        index = (corners - self.origin) @ self.inverse.T - self.start
+        first = np.maximum(np.floor(index.min(axis=0)).astype(int), 0)
+        last = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 1, self.shape[::-1])
+        if np.any(last <= first):
+            return None
+        return slice(first[2], last[2]), slice(first[1], last[1]), slice(first[0], last[0])
 
     def local(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coordinates (u, v, w) of the voxel centres in ``frame``, float32 arrays (k, j, i)."""
@@ -41,6 +53,10 @@ class Block:
         return self._cache[frame]
 
 
+def _corners(lo, hi) -> np.ndarray:
+    return np.array([[(lo, hi)[(c >> a) & 1][a] for a in range(3)] for c in range(8)], float)
+
+
 def index_boxes(grid: Grid, items: tuple[Structure, ...]) -> list[tuple[int, ...] | None]:
     """Per structure, the voxel index box (i0, i1, j0, j1, k0, k1) that may touch it, or None."""
     inverse = np.linalg.inv(grid.index_to_physical)
@@ -50,8 +66,7 @@ def index_boxes(grid: Grid, items: tuple[Structure, ...]) -> list[tuple[int, ...
     for item in items:
         lo = np.maximum(item.lo, -1e6)
         hi = np.minimum(item.hi, 1e6)
-        corners = np.array([[(lo, hi)[(c >> a) & 1][a] for a in range(3)] for c in range(8)])
-        index = (corners - origin) @ inverse.T
+        index = (_corners(lo, hi) - origin) @ inverse.T
         start = np.maximum(np.floor(index.min(axis=0)).astype(int) - 1, 0)
         stop = np.minimum(np.ceil(index.max(axis=0)).astype(int) + 2, size)
         boxes.append(None if np.any(stop <= start) else (start[0], stop[0], start[1], stop[1], start[2], stop[2]))

@@ -6,7 +6,7 @@ import numpy as np
 
 from .anatomy import (
     _DEPTH, _DISC, _HEIGHT, _SP_ANGLE, _SP_LENGTH, _TP_LENGTH, _WIDTH, VARIANTS,
-    Anatomy, Blob, Body, Material, SacralSegment, Tube, Vertebra, frame_along, interpolate, level_plan,
+    Anatomy, Blob, Body, IliacWing, Material, SacralSegment, Tube, Vertebra, frame_along, interpolate, level_plan,
 )
 from .shapes import Frame, rotation
 
@@ -175,9 +175,9 @@ class _Sampler:
     def _sacrum(self, scale: float) -> tuple[SacralSegment, ...]:
         segments, s = [], 0.0
         heights = np.array([26, 22, 18, 15, 12]) * scale * self.u(0.92, 1.08)
-        widths = np.array([50, 40, 32, 26, 20]) * scale
+        widths = np.array([50, 42, 34, 26, 20]) * scale
         depths = np.array([34, 28, 22, 18, 14]) * scale
-        alae = np.array([34, 30, 20, 10, 0]) * scale * self.u(0.9, 1.1)
+        alae = np.array([27, 24, 17, 9, 2]) * scale * self.u(0.9, 1.1)
         for h, w, d, a in zip(heights, widths, depths, alae):
             point, tangent, _ = self.curve(s - h / 2)
             segments.append(SacralSegment(frame_along(point, tangent, 0.0), w, d, h, a))
@@ -352,19 +352,23 @@ class _Sampler:
             def p(x, y, z):
                 return np.array([s1[0] + side * x * width, s1[1] + y, s1[2] + z])
 
-            si, asis, crest, notch = p(52, 28, -20), p(112, -70, -8), p(128, -5, 40), p(78, -15, -60)
-            centre = (si + asis + crest + notch) / 4
-            e1 = asis - si
-            e1 /= np.linalg.norm(e1)
-            e2 = crest - centre
-            e2 -= (e2 @ e1) * e1
-            e2 /= np.linalg.norm(e2)
-            axes = np.column_stack([e1, np.cross(e1, e2), e2])
-            semi = (np.linalg.norm(asis - si) / 2 + 12, 5.0, np.linalg.norm(crest - notch) / 2 + 5)
-            out.append(Blob(f"ilium_{side}", Frame.make(centre, axes), tuple(float(a) for a in semi), bone))
+            joint = self.sacrum[1]
+            si = joint.frame.to_world((side * (joint.width / 2 + joint.ala + 2.5), joint.depth * 0.3, joint.height / 2))
+            semi = np.array([0.0, self.u(55, 70), self.u(110, 130)])
+            lift = 25.0
+            semi[0] = abs(si[0] - s1[0]) / np.sqrt(1 - 0.88 ** 2 - (lift / semi[2]) ** 2)
+            centre = np.array([s1[0], si[1] - 0.88 * semi[1], si[2] + lift])
+            out.append(IliacWing(f"ilium_{side}", float(side), tuple(centre), tuple(float(a) for a in semi),
+                                 medial=float(abs(si[0] - s1[0]) + 0.5), front=-0.75 * semi[1],
+                                 crest=lift + self.u(15, 30), bottom=-lift - self.u(45, 60), material=bone))
+            psis = [si + np.array([side * 8, 10, 30]), si + np.array([side * 7, 12, -5]),
+                    si + np.array([side * 10, 4, -40])]
+            out.append(Tube(f"ilium_posterior_{side}", tuple(map(tuple, psis)), (9, 12, 12), bone))
+            notch = si + np.array([side * 30, -35, -45])
+            si = psis[-1]
             acetabulum, symphysis, tuber = p(92, -40, -85), p(12, -78, -105), p(55, -5, -130)
-            out.append(Tube(f"ilium_body_{side}", (tuple(si + (0, 0, -5)), tuple(notch), tuple(acetabulum)),
-                            (14, 16, 22), bone))
+            out.append(Tube(f"ilium_body_{side}", (tuple(si), tuple(acetabulum)), (12, 20), bone))
+            out.append(Tube(f"ilium_column_{side}", (tuple(notch), tuple(acetabulum)), (14, 20), bone))
             out.append(Tube(f"pubis_{side}", (tuple(acetabulum), tuple(symphysis)), (14, 9), bone))
             out.append(Tube(f"ischium_{side}", (tuple(acetabulum), tuple(tuber), tuple(symphysis + (0, 10, -10))),
                             (16, 13, 7), bone))

@@ -98,3 +98,38 @@ def waves(u, v, w, params) -> np.ndarray:
     for ku, kv, kw, phase, amplitude in params:
         out += np.float32(amplitude) * np.sin(u * ku + v * kv + w * kw + phase)
     return out
+
+
+@dataclass(frozen=True)
+class Capsule:
+    """A tapered capsule in local coordinates whose w axis is stretched by ``stretch`` about ``pivot``.
+
+    The stretch makes flat plates (laminae, spinous processes) from round capsules.
+    """
+
+    p0: tuple[float, float, float]
+    p1: tuple[float, float, float]
+    r0: float
+    r1: float
+    pivot: float = 0.0
+    stretch: float = 1.0
+
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        ends = np.array([self.p0, self.p1], float)
+        pad = max(self.r0, self.r1) * np.array([1.0, 1.0, self.stretch]) + 1.0
+        return ends.min(axis=0) - pad, ends.max(axis=0) + pad
+
+    def __call__(self, u, v, w):
+        squeeze = 1.0 / self.stretch
+        p0 = (self.p0[0], self.p0[1], self.pivot + (self.p0[2] - self.pivot) * squeeze)
+        p1 = (self.p1[0], self.p1[1], self.pivot + (self.p1[2] - self.pivot) * squeeze)
+        return capsule(u, v, self.pivot + (w - self.pivot) * squeeze, p0, p1, self.r0, self.r1)
+
+
+def min_into(out: np.ndarray, block, frame: Frame, box, function) -> None:
+    """out = min(out, function(u, v, w)) on the voxels of ``block`` that may lie in the local ``box``."""
+    window = block.window(frame, *box)
+    if window is None:
+        return
+    u, v, w = block.local(frame)
+    out[window] = np.minimum(out[window], function(u[window], v[window], w[window]))

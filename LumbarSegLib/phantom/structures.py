@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from . import shapes
-from .anatomy import Anatomy, Blob, Material, Tube, Vertebra
+from .anatomy import Anatomy, Blob, IliacWing, Material, Tube, Vertebra
 from .shapes import Frame
 
 _FAR = 1.0e4
@@ -85,6 +85,8 @@ def _waves(rng: np.random.Generator, amplitude: float, wavelength=(3.0, 12.0), c
 def _item(item) -> list[Structure]:
     if isinstance(item, Blob):
         return [_blob(item)]
+    if isinstance(item, IliacWing):
+        return [_iliac_wing(item)]
     return _tube(item)
 
 
@@ -240,95 +242,147 @@ def _canals(anatomy: Anatomy) -> list[Structure]:
     return out
 
 
-def vertebra_parts(v: Vertebra, u, vv, w):
-    """(body sdf, posterior-elements sdf, canal sdf) of a vertebra in its local coordinates."""
+def _body_sdf(v: Vertebra, u, vv, w):
+    """Vertebral body: elliptic cylinder with a waist, concave endplates, a posterior notch, a wedge."""
     a, b, h = v.width / 2, v.depth / 2, v.height / 2
-    cw, cd = v.canal
-    pr = v.pedicle
-    px = cw + pr
-    pz = h * 0.12
-    across = np.minimum((w / h) ** 2, 1.0)
-    waist = 1.0 - 0.07 * (1.0 - across)
+    waist = 1.0 - 0.07 * (1.0 - np.minimum((w / h) ** 2, 1.0))
     radial = shapes.ellipse(u, vv, a * waist, b * waist)
     radial = np.maximum(radial, -shapes.ellipse(u, vv - (b + 2.0), a * 0.35, 5.0))
     rho = np.minimum((u / a) ** 2 + (vv / b) ** 2, 1.0)
     top = h - v.concavity * (1 - rho) - v.wedge * (0.5 - 0.5 * np.clip(vv / b, -1, 1))
     bottom = -h + v.concavity * (1 - rho)
-    body = np.maximum(radial, np.maximum(w - top, bottom - w))
+    return np.maximum(radial, np.maximum(w - top, bottom - w))
 
+
+def posterior_parts(v: Vertebra) -> list[shapes.Capsule]:
+    """Pedicles, laminae, transverse and articular processes, spinous process (local frame)."""
+    b, h = v.depth / 2, v.height / 2
+    cw, cd = v.canal
+    pr = v.pedicle
+    px = cw + pr
+    pz = h * 0.12
     back = b + 2 * cd
     thick = 3.0 if v.thoracic else 3.8
+    facet = 3.5 if v.thoracic else 4.5
     parts = []
     for side in (-1.0, 1.0):
-        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 1.5, (side * px, b - 6, pz), (side * px, b + cd * 1.2, pz), pr))
-        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 2.4, (side * px, b + cd * 1.2, pz),
-                                    (0.0, back + 3, pz - 4), thick))
+        root = (side * px, b + cd * 1.2, pz)
         if v.thoracic:
             tip = (side * (px + v.tp_length * 0.75), b + cd + v.tp_length * 0.6, pz + 4)
         else:
             tip = (side * (px + v.tp_length), b + cd * 0.8 + 3, pz - v.tp_drop)
-        parts.append(shapes.capsule(u, vv, pz + (w - pz) / 1.3, (side * px, b + cd * 0.8, pz), tip, v.tp_radius,
-                                    v.tp_radius * 0.8))
-        facet = 3.5 if v.thoracic else 4.5
-        parts.append(shapes.capsule(u, vv, w, (side * (px + 1), b + cd * 1.4, pz), (side * (px + 2), b + cd * 1.6, h + 7),
-                                    facet))
-        parts.append(shapes.capsule(u, vv, w, (side * px * 0.6, back + 1, pz - 4),
-                                    (side * px * 0.55, back + 3, -h - 7), facet))
-    sp_start = np.array([0.0, back + 2, pz - 4])
-    sp_end = sp_start + v.sp_length * np.array([0.0, np.cos(v.sp_angle), -np.sin(v.sp_angle)])
-    sp_height = 1.4 if v.thoracic else 2.2
-    parts.append(shapes.capsule(u, vv, pz - 4 + (w - pz + 4) / sp_height, sp_start,
-                                (0.0, sp_end[1], pz - 4 + (sp_end[2] - pz + 4) / sp_height), 3.5, 3.0))
-    posterior = shapes.union(*parts)
-    canal = shapes.ellipse(u, vv - (b + cd), cw, cd)
-    return body, posterior, canal
+        parts += [
+            shapes.Capsule((side * px, b - 6, pz), root, pr, pr, pz, 1.5),
+            shapes.Capsule(root, (0.0, back + 3, pz - 4), thick, thick, pz, 2.4),
+            shapes.Capsule((side * px, b + cd * 0.8, pz), tip, v.tp_radius, v.tp_radius * 0.8, pz, 1.3),
+            shapes.Capsule((side * (px + 1), b + cd * 1.4, pz), (side * (px + 2), b + cd * 1.6, h + 7), facet, facet),
+            shapes.Capsule((side * px * 0.6, back + 1, pz - 4), (side * px * 0.55, back + 3, -h - 7), facet, facet),
+        ]
+    start = np.array([0.0, back + 2, pz - 4])
+    end = start + v.sp_length * np.array([0.0, np.cos(v.sp_angle), -np.sin(v.sp_angle)])
+    radius = 3.0 if v.thoracic else 3.5
+    parts.append(shapes.Capsule(tuple(start), tuple(end), radius, radius * 0.9, start[2], 1.6 if v.thoracic else 3.0))
+    return parts
 
 
 def _vertebra(v: Vertebra) -> Structure:
     lo, hi = v.world_box()
+    a, b, h = v.width / 2, v.depth / 2, v.height / 2
+    cw, cd = v.canal
+    parts = posterior_parts(v)
+    body_box = (np.array([-a - 1, -b - 1, -h - 1]), np.array([a + 1, b + 1, h + 1]))
+    canal_box = (np.array([-cw - 1, b - 1, -h - 20]), np.array([cw + 1, b + 2 * cd + 1, h + 20]))
+    frame = v.frame
 
     def field(block, ctx):
-        u, vv, w = block.local(v.frame)
-        body, posterior, canal = vertebra_parts(v, u, vv, w)
+        body = np.full(block.shape, 1e3, np.float32)
+        posterior = body.copy()
+        canal = body.copy()
+        shapes.min_into(body, block, frame, body_box, lambda u, vv, w: _body_sdf(v, u, vv, w))
+        for part in parts:
+            shapes.min_into(posterior, block, frame, part.box(), part)
+        shapes.min_into(canal, block, frame, canal_box, lambda u, vv, w: shapes.ellipse(u, vv - (b + cd), cw, cd))
         sdf = np.maximum(np.minimum(body, posterior), -canal)
         inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 120))
-        inner = inner + shapes.waves(u, vv, w, v.texture)
+        inner = inner + shapes.waves(*block.local(frame), v.texture)
         return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
 
     return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
 
 
+def _rounded_rect(u, v, half_u, half_v, radius: float):
+    qu = np.abs(u) - half_u + radius
+    qv = np.abs(v) - half_v + radius
+    return np.sqrt(np.maximum(qu, 0) ** 2 + np.maximum(qv, 0) ** 2) + np.minimum(np.maximum(qu, qv), 0) - radius
+
+
 def _sacrum(anatomy: Anatomy) -> Structure:
+    """Fused segments with a tapering, rounded-rectangle cross-section, canal and foramina."""
     segments = anatomy.sacrum
-    boxes = [s.frame.world_box((-s.width / 2 - s.ala - 3, -s.depth / 2 - 3, -s.height / 2 - 12),
-                               (s.width / 2 + s.ala + 3, s.depth / 2 + 30, s.height / 2 + 12)) for s in segments]
+    halves = [s.width / 2 + s.ala for s in segments] + [segments[-1].width * 0.35]
+    boxes = [s.frame.world_box((-halves[k] - 3, -s.depth / 2 - 3, -s.height / 2 - 3),
+                               (halves[k] + 3, s.depth / 2 + 26, s.height / 2 + 12)) for k, s in enumerate(segments)]
     lo, hi = np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
     top = segments[0]
     l5 = anatomy.vertebrae[-1]
+    px = l5.canal[0] + l5.pedicle + 2
+    facets = [shapes.Capsule((side * px, top.depth / 2 + 12, 0.0), (side * px, top.depth / 2 + 14, top.height / 2 + 9),
+                             4.5, 4.5) for side in (-1.0, 1.0)]
     material = anatomy.sacrum_material
 
+    def segment_sdf(k, s):
+        a, b, h = s.width / 2, s.depth / 2, s.height / 2
+        back = b + max(6.0, 2.4 * b * 0.6)
+
+        def sdf(u, v, w):
+            t = np.clip(0.5 - w / s.height, 0.0, 1.0)
+            half = halves[k] + (halves[k + 1] - halves[k]) * t
+            centre = (back - b) / 2
+            upper = h if k == 0 else h + 3.0
+            lower = h + 0.6 if k == len(segments) - 1 else h + 3.0
+            out = np.maximum(_rounded_rect(u, v - centre, half, (back + b) / 2, min(8.0, b * 0.6)),
+                             np.maximum(w - upper, -lower - w))
+            if k == 0:  # the alae slope down laterally from the S1 endplate
+                out = np.maximum(out, w - h + 0.3 * np.maximum(np.abs(u) - a, 0.0))
+            holes = shapes.ellipse(u, v - (b + 5), max(a * 0.45, 5.0), 4.5)
+            if k < len(segments) - 1:
+                for side in (-1.0, 1.0):
+                    holes = np.minimum(holes, shapes.capsule(u, v, w, (side * (a + 6), -b - 10, -h),
+                                                             (side * (a + 6), back + 5, -h), 4.0))
+            return np.maximum(out, -holes)
+
+        box = (np.array([-halves[k] - 1, -b - 1, -h - 4]), np.array([halves[k] + 1, back + 1, h + 4]))
+        return box, sdf
+
+    parts = [(s.frame, *segment_sdf(k, s)) for k, s in enumerate(segments)]
+
     def field(block, ctx):
-        parts, holes = [], []
-        for k, s in enumerate(segments):
-            u, v, w = block.local(s.frame)
-            a, b, h = s.width / 2, s.depth / 2, s.height / 2
-            parts.append(np.maximum(shapes.ellipse(u, v, a, b), np.abs(w) - h - 0.6))
-            if s.ala:
-                for side in (-1.0, 1.0):
-                    parts.append(shapes.ellipsoid(u - side * (a + s.ala * 0.4), v - b * 0.2, w, s.ala * 0.75,
-                                                  b * 1.1, h * 0.75 + 4))
-            parts.append(shapes.ellipsoid(u, v - (b + 10), w, a + 8, 8, h + 1))
-            holes.append(shapes.ellipse(u, v - (b + 6), max(a * 0.45, 5.0), 5.0))
-            if k < len(segments) - 1 and s.ala:
-                for side in (-1.0, 1.0):
-                    holes.append(shapes.capsule(u, v, w, (side * (a + 5), -b - 10, -h), (side * (a + 5), b + 4, -h), 4.0))
-        u, v, w = block.local(top.frame)
-        px = l5.canal[0] + l5.pedicle + 2
-        for side in (-1.0, 1.0):
-            parts.append(shapes.capsule(u, v, w, (side * px, top.depth / 2 + 12, 0), (side * px, top.depth / 2 + 14,
-                                                                                      top.height / 2 + 9), 4.5))
-        sdf = np.maximum(shapes.union(*parts), -shapes.union(*holes))
-        hu = _material_hu(material, sdf, (u, v, w), ctx)
+        sdf = np.full(block.shape, 1e3, np.float32)
+        for frame, box, function in parts:
+            shapes.min_into(sdf, block, frame, box, function)
+        for facet in facets:
+            shapes.min_into(sdf, block, top.frame, facet.box(), facet)
+        hu = _material_hu(material, sdf, block.local(top.frame), ctx)
         return sdf, hu
 
     return Structure("sacrum", lo, hi, field, 26)
+
+
+def _iliac_wing(wing: IliacWing) -> Structure:
+    frame = Frame.make(wing.centre)
+    a, b, c = wing.semi
+    side = wing.side
+    x_range = sorted((side * (wing.medial - 1), side * (a + 12)))
+    lo = frame.to_world((x_range[0], wing.front - 2, wing.bottom - 2))
+    hi = frame.to_world((x_range[1], b + 12, wing.crest + 8))
+
+    def field(block, ctx):
+        x, y, z = block.local(frame)
+        crest = wing.crest - 25.0 * (y / b) ** 2
+        lateral = side * x - wing.medial
+        thickness = (2.0 + 5.0 * np.clip(1 - (crest - z) / 15.0, 0, 1) + 7.0 * np.clip(1 - lateral / 25.0, 0, 1))
+        shell = np.abs(shapes.ellipsoid(x, y, z, a, b, c)) - thickness
+        sdf = np.maximum(np.maximum(shell, -lateral), np.maximum(np.maximum(wing.front - y, z - crest), wing.bottom - z))
+        return sdf, _material_hu(wing.material, sdf, (x, y, z), ctx)
+
+    return Structure(wing.name, lo, hi, field)
