@@ -112,6 +112,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
     out_dir.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # denormal gradients late in training slow CPU kernels many-fold
     device = select_device(device_name)
     data_dir = data_dir or DEFAULT_DATA_DIR
     real_names = [name for name in config["real_cases"] if (data_dir / "rawdata" / name).is_dir()]
