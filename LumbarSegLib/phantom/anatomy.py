@@ -109,6 +109,7 @@ class Vertebra:
     thoracic: bool
     ribs: tuple[float, float]   # rib length right, left (0 = none)
     texture: tuple[tuple[float, ...], ...] = ()
+    trabecular: float = 40.0    # HU amplitude of the trabecular speckle
 
     def local_box(self) -> tuple[np.ndarray, np.ndarray]:
         reach = self.width / 2 + self.tp_length + self.tp_radius + 2

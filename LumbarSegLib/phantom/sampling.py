@@ -51,6 +51,7 @@ class _Sampler:
         base_cancellous = self.u(60, 130) if self.osteoporosis else self.u(150, 320)
         cortical = self.u(650, 1100) if self.osteoporosis else self.u(750, 1200)
         cortex = self.u(0.7, 1.2) if self.osteoporosis else self.u(1.0, 2.0)
+        trabecular = self.u(25, 60)
 
         heights, discs = [], []
         for label, pos in plan:
@@ -108,7 +109,7 @@ class _Sampler:
                 sp_length=interpolate(_SP_LENGTH, pos) * scale * self.u(0.85, 1.15),
                 sp_angle=interpolate(_SP_ANGLE, pos) + np.radians(rng.normal(0, 4)),
                 thoracic=thoracic, ribs=rib_pairs.get(label, (0.0, 0.0)),
-                texture=_texture(rng, self.u(20, 45)),
+                texture=_texture(rng, self.u(15, 35)), trabecular=trabecular,
             ))
         self.vertebrae = vertebrae
         self.sacrum = self._sacrum(scale)
@@ -191,8 +192,8 @@ class _Sampler:
                    for v in lumbar)
         fat = self.u(8, 45)
         back_y = back + self.u(20, 35) + fat * 0.8
-        half_depth = self.u(95, 140) + fat
-        half_width = self.u(125, 160) + fat
+        half_depth = self.u(80, 110) + fat * 0.9
+        half_width = self.u(135, 165) + fat * 1.1
         table_thickness = self.u(10, 45)
         return Body(
             centre_x=float(self.vertebrae[-1].frame.origin[0] + self.u(-5, 5)),
@@ -230,19 +231,20 @@ class _Sampler:
             soft.append(Blob(name, Frame.make(centre, axes), tuple(float(a) for a in semi), material))
 
         # Lungs first: abdominal organs painted later carve the diaphragm domes.
-        dome = z_of[t12.label] + self.u(-10, 30)
+        dome = z_of[thoracic[-3].label] + self.u(-15, 15)
+        cage_x, cage_y, cage_a, cage_b = self._cage(thoracic[-3])
         for side in (-1, 1):
-            blob(f"lung_{side}", (side * inner_x * 0.48, body.centre_y + 20, dome + 140 + side * 8),
-                 (inner_x * 0.45, body.half_depth * 0.75, 175), Material(hu=self.u(-870, -820), texture=40))
+            blob(f"lung_{side}", (cage_x + side * cage_a * 0.5, cage_y + 5, dome + 110 + side * 8),
+                 (cage_a * 0.46, cage_b * 0.85, 160), Material(hu=self.u(-870, -820), texture=40))
         blob("heart", (25, front + body.half_depth * 0.55, dome + 60), (65, 55, 60),
              Material(hu=40 + 0.6 * (blood - 40), texture=5))
         liver_hu = self.u(50, 65) + enhance * self.u(30, 50)
-        blob("liver", (-inner_x * 0.42, body.centre_y - 5, dome - 55),
+        blob("liver", (-inner_x * 0.42, body.centre_y - 5, dome - 75),
              (inner_x * 0.55, body.half_depth * 0.72, self.u(85, 110)), Material(hu=liver_hu, texture=6),
              yaw=self.u(-0.2, 0.2))
-        blob("spleen", (inner_x * 0.62, body.centre_y + 30, dome - 40), (28, 48, 55),
+        blob("spleen", (inner_x * 0.62, body.centre_y + 30, dome - 60), (28, 48, 55),
              Material(hu=self.u(40, 50) + enhance * 60, texture=5), yaw=-0.5)
-        blob("stomach", (inner_x * 0.3, front + 70, dome - 45), (55, 45, 50),
+        blob("stomach", (inner_x * 0.3, front + 70, dome - 60), (55, 45, 50),
              Material(hu=self.u(10, 35), texture=6, gas_level=front + 70 - self.u(10, 40)), yaw=0.3)
         kidney_hu = self.u(28, 38) + enhance * self.u(100, 150)
         for side, label in ((1, first_l.label), (-1, labels[labels.index(first_l.label) + 1])):
@@ -310,11 +312,19 @@ class _Sampler:
         return tuple(soft)
 
     # -- bones (unlabelled) ------------------------------------------------------------------------
+    def _cage(self, v: Vertebra) -> tuple[float, float, float, float]:
+        """Rib cage ellipse (centre x, centre y, semi-axes) whose back passes by the rib tubercles of ``v``."""
+        body = self.body
+        cage_a = body.half_width - body.fat - body.wall - 8
+        cage_b = body.half_depth - body.fat - body.wall - 8
+        tubercle = v.frame.to_world((v.width / 2 + 20, v.depth / 2 + 16, v.height * 0.05))
+        psi0 = np.arcsin(min(0.9, abs(tubercle[0] - body.centre_x) / cage_a))
+        return body.centre_x, float(tubercle[1] - cage_b * np.cos(psi0)), cage_a, cage_b
+
     def _ribs(self) -> tuple:
         body, rng = self.body, self.rng
         ribs = []
-        cage_a = body.half_width - body.fat - body.wall - 8
-        cage_b = body.half_depth - body.fat - body.wall - 8
+        _, _, cage_a, cage_b = self._cage(self.vertebrae[0])
         for v in self.vertebrae:
             if max(v.ribs) <= 0:
                 continue
@@ -359,7 +369,7 @@ class _Sampler:
             semi[0] = abs(si[0] - s1[0]) / np.sqrt(1 - 0.88 ** 2 - (lift / semi[2]) ** 2)
             centre = np.array([s1[0], si[1] - 0.88 * semi[1], si[2] + lift])
             out.append(IliacWing(f"ilium_{side}", float(side), tuple(centre), tuple(float(a) for a in semi),
-                                 medial=float(abs(si[0] - s1[0]) + 0.5), front=-0.75 * semi[1],
+                                 medial=float(abs(si[0] - s1[0]) + 0.5), front=-0.35 * semi[1],
                                  crest=lift + self.u(15, 30), bottom=-lift - self.u(45, 60), material=bone))
             psis = [si + np.array([side * 8, 10, 30]), si + np.array([side * 7, 12, -5]),
                     si + np.array([side * 10, 4, -40])]

@@ -8,8 +8,10 @@ first-order accurate in magnitude (used for partial volume and cortex depth).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 _EPS = 1e-6
 
@@ -98,6 +100,21 @@ def waves(u, v, w, params) -> np.ndarray:
     for ku, kv, kw, phase, amplitude in params:
         out += np.float32(amplitude) * np.sin(u * ku + v * kv + w * kw + phase)
     return out
+
+
+@lru_cache(maxsize=8)
+def _lattice(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lattice = ndimage.gaussian_filter(rng.standard_normal((32, 32, 32)), 0.6, mode="wrap")
+    return (lattice / lattice.std()).astype(np.float32)
+
+
+def speckle(u, v, w, *, cell: float, seed: int, order: int = 1) -> np.ndarray:
+    """Smooth unit-variance noise of physical coordinates (period 32 cells), e.g. trabecular texture."""
+    scale = np.float32(1.0 / cell)
+    coords = np.stack([np.ravel(u * scale), np.ravel(v * scale), np.ravel(w * scale)])
+    out = ndimage.map_coordinates(_lattice(seed), coords, order=order, mode="grid-wrap")
+    return out.reshape(np.shape(u))
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,14 @@ def structures(anatomy: Anatomy) -> tuple[Structure, ...]:
 def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
     u, v, w = local
     hu = np.full(sdf.shape, material.hu, np.float32)
-    if material.texture:
+    if material.texture and material.cortex:
+        hu += shapes.speckle(u, v, w, cell=1.4, seed=int(material.hu)) * np.float32(material.texture)
+    elif material.texture:
         rng = np.random.default_rng(abs(hash(material)) % (2 ** 32))
         hu += shapes.waves(u, v, w, _waves(rng, material.texture))
     if material.mottled_gas:
-        rng = np.random.default_rng(abs(hash((material, 1))) % (2 ** 32))
-        bubbles = shapes.waves(u, v, w, _waves(rng, 1.0, (6.0, 20.0), 5))
-        hu = np.where(bubbles > np.float32(0.9 - 1.6 * material.mottled_gas), np.float32(-1000), hu)
+        bubbles = shapes.speckle(u, v, w, cell=4.0, seed=int(material.hu * 100) % 1000, order=3)
+        hu = np.where(bubbles > np.float32(1.6 - 2.4 * material.mottled_gas), np.float32(-1000), hu)
     if material.gas_level is not None and world_y is not None:
         hu = np.where(world_y < material.gas_level, np.float32(-1000), hu)
     if material.cortex:
@@ -139,7 +140,7 @@ def _table(anatomy: Anatomy) -> Structure:
     def field(block, ctx):
         u, v, w = block.local(frame)
         sdf = shapes.box(u, v, w, half)
-        shell = ctx.blend(sdf, np.full(sdf.shape, -920.0, np.float32), 250.0, 2.0)
+        shell = ctx.blend(sdf, np.full(sdf.shape, -920.0, np.float32), 400.0, 3.0)
         return sdf, shell
 
     return Structure("table", centre - half, centre + half, field)
@@ -304,7 +305,10 @@ def _vertebra(v: Vertebra) -> Structure:
         shapes.min_into(canal, block, frame, canal_box, lambda u, vv, w: shapes.ellipse(u, vv - (b + cd), cw, cd))
         sdf = np.maximum(np.minimum(body, posterior), -canal)
         inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 120))
-        inner = inner + shapes.waves(*block.local(frame), v.texture)
+        u, vv, w = block.local(frame)
+        inside = sdf < ctx.h
+        inner[inside] += shapes.waves(u[inside], vv[inside], w[inside], v.texture) * np.float32(0.5) + \
+            shapes.speckle(u[inside], vv[inside], w[inside], cell=1.3, seed=v.label) * np.float32(v.trabecular)
         return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
 
     return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
@@ -338,12 +342,14 @@ def _sacrum(anatomy: Anatomy) -> Structure:
             t = np.clip(0.5 - w / s.height, 0.0, 1.0)
             half = halves[k] + (halves[k + 1] - halves[k]) * t
             centre = (back - b) / 2
-            upper = h if k == 0 else h + 3.0
-            lower = h + 0.6 if k == len(segments) - 1 else h + 3.0
+            upper = h if k == 0 else h + 5.0
+            lower = h + 0.6 if k == len(segments) - 1 else h + 5.0
             out = np.maximum(_rounded_rect(u, v - centre, half, (back + b) / 2, min(8.0, b * 0.6)),
                              np.maximum(w - upper, -lower - w))
+            lateral = np.maximum(np.abs(u) - a, 0.0)
+            out = np.maximum(out, -b + 0.45 * lateral - v)  # the alae lie behind the bodies
             if k == 0:  # the alae slope down laterally from the S1 endplate
-                out = np.maximum(out, w - h + 0.3 * np.maximum(np.abs(u) - a, 0.0))
+                out = np.maximum(out, w - h + 0.3 * lateral)
             holes = shapes.ellipse(u, v - (b + 5), max(a * 0.45, 5.0), 4.5)
             if k < len(segments) - 1:
                 for side in (-1.0, 1.0):
@@ -351,7 +357,7 @@ def _sacrum(anatomy: Anatomy) -> Structure:
                                                              (side * (a + 6), back + 5, -h), 4.0))
             return np.maximum(out, -holes)
 
-        box = (np.array([-halves[k] - 1, -b - 1, -h - 4]), np.array([halves[k] + 1, back + 1, h + 4]))
+        box = (np.array([-halves[k] - 1, -b - 1, -h - 6]), np.array([halves[k] + 1, back + 1, h + 6]))
         return box, sdf
 
     parts = [(s.frame, *segment_sdf(k, s)) for k, s in enumerate(segments)]
