@@ -22,8 +22,8 @@ class Progress:
     """Reports the fraction of a pipeline run done.
 
     Args:
-        mode: ``bar`` (a bar on stderr when it is a terminal, otherwise one line
-            per stage), ``machine`` (``PROGRESS <fraction> <stage>`` on stdout,
+        mode: ``bar`` (a bar on stderr when it is a terminal, silent otherwise,
+            so logs and error output stay clean), ``machine`` (``PROGRESS <fraction> <stage>`` on stdout,
             flushed) or ``none``.
     """
 
@@ -32,7 +32,6 @@ class Progress:
             raise ValueError(f"unknown progress mode {mode!r}")
         self.mode = mode
         self.stream = stream or (sys.stdout if mode == "machine" else sys.stderr)
-        self._last_stage = ""
 
     def stage(self, name: str, within: float = 0.0) -> None:
         """Report that stage ``name`` is ``within`` (0..1) done."""
@@ -47,9 +46,6 @@ class Progress:
             filled = int(round(30 * fraction))
             end = "\n" if stage == "done" else ""
             self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:5.1f}% {stage:<12}{end}")
-        elif self.mode == "bar" and stage != self._last_stage:
-            self.stream.write(f"{fraction * 100:5.1f}% {stage}\n")
-        self._last_stage = stage
         self.stream.flush()
 
     def done(self) -> None:
