@@ -25,6 +25,7 @@ class Acquisition:
     noise_grain: float      # correlation length of the noise, voxels
     psf_mm: float           # in-plane PSF sigma, mm
     streaks: float          # metal streak amplitude, HU
+    offset: float           # calibration offset, HU
 
 
 def sample_acquisition(rng: np.random.Generator) -> Acquisition:
@@ -34,6 +35,7 @@ def sample_acquisition(rng: np.random.Generator) -> Acquisition:
         noise_grain=float(rng.uniform(0.0, 1.0)),
         psf_mm=float(rng.uniform(0.3, 0.9)),
         streaks=float(rng.uniform(150, 500)),
+        offset=float(rng.normal(0, 6)),
     )
 
 
@@ -47,6 +49,7 @@ def apply_acquisition(ct: np.ndarray, grid: Grid, anatomy: Anatomy, acquisition:
     if screws:
         _streaks(ct, grid, screws, acquisition.streaks, rng)
     _noise(ct, acquisition, rng)
+    ct += np.float32(acquisition.offset)
 
 
 def _noise(ct: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> None:

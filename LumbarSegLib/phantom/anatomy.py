@@ -110,6 +110,7 @@ class Vertebra:
     ribs: tuple[float, float]   # rib length right, left (0 = none)
     texture: tuple[tuple[float, ...], ...] = ()
     trabecular: float = 40.0    # HU amplitude of the trabecular speckle
+    osteophyte: float = 0.0     # radius (mm) of the anterolateral endplate-rim osteophytes, 0 = none
 
     def local_box(self) -> tuple[np.ndarray, np.ndarray]:
         reach = self.width / 2 + self.tp_length + self.tp_radius + 2

@@ -52,6 +52,7 @@ class _Sampler:
         cortical = self.u(650, 1100) if self.osteoporosis else self.u(750, 1200)
         cortex = self.u(0.7, 1.2) if self.osteoporosis else self.u(1.0, 2.0)
         trabecular = self.u(25, 60)
+        degenerative = rng.random() < 0.35
 
         heights, discs = [], []
         for label, pos in plan:
@@ -75,7 +76,7 @@ class _Sampler:
         self.curve = self._spine_curve(lumbar_len, s + 40)
 
         fracture = None
-        if rng.random() < 0.12:
+        if rng.random() < 0.1:
             candidates = [lab for lab, _ in plan if lab in (17, 18, 19, 20, 21, 22, 23)]
             fracture = int(rng.choice(candidates))
         vertebrae = []
@@ -110,6 +111,7 @@ class _Sampler:
                 sp_angle=interpolate(_SP_ANGLE, pos) + np.radians(rng.normal(0, 4)),
                 thoracic=thoracic, ribs=rib_pairs.get(label, (0.0, 0.0)),
                 texture=_texture(rng, self.u(15, 35)), trabecular=trabecular,
+                osteophyte=self.u(1.5, 4.0) if degenerative and pos >= 4 and rng.random() < 0.6 else 0.0,
             ))
         self.vertebrae = vertebrae
         self.sacrum = self._sacrum(scale)
@@ -117,6 +119,8 @@ class _Sampler:
         soft = self._soft_tissue()
         bones = self._ribs() + self._pelvis(cortical, base_cancellous, cortex)
         metal = self._screws() if rng.random() < 0.1 else ()
+        if fracture is not None and rng.random() < 0.3:
+            metal += (self._cement(next(v for v in vertebrae if v.label == fracture)),)
         levels = tuple(v.label for v in vertebrae) + (26,)
         return Anatomy(
             seed=self.seed, variant=self.variant, levels=levels, vertebrae=tuple(vertebrae),
@@ -281,6 +285,13 @@ class _Sampler:
         bifurcation = l4.frame.to_world((5, -(l4.depth / 2 + aorta_r + 3), -l4.height / 2))
         soft.append(Tube("aorta", tuple(map(tuple, aorta + [bifurcation])), (aorta_r,) * (len(aorta) + 1),
                          Material(hu=blood, texture=3)))
+        if rng.random() < 0.45:  # calcified plaques in the aortic and iliac walls
+            for k in range(int(rng.integers(2, 15))):
+                centre = aorta[int(rng.integers(len(aorta)))] + np.array([0, 0, self.u(-15, 15)])
+                angle = self.u(0, 2 * np.pi)
+                centre = centre + aorta_r * np.array([np.cos(angle), np.sin(angle), 0])
+                blob(f"plaque_{k}", centre, (self.u(1, 3), self.u(1, 3), self.u(1.5, 5)),
+                     Material(hu=self.u(300, 1000)))
         soft.append(Tube("ivc", tuple(map(tuple, ivc)), (ivc_r,) * len(ivc), Material(hu=0.7 * blood + 12, texture=3)))
         for side in (-1, 1):
             soft.append(Tube(f"iliac_{side}", (tuple(bifurcation), (side * 45, s1[1] - 35, s1[2] - 20),
@@ -390,6 +401,11 @@ class _Sampler:
                                               tuple(trochanter + np.array([-side * 10, -5, -250]))),
                             (head_r * 0.75, 17, 14), dense))
         return tuple(out)
+
+    def _cement(self, v: Vertebra) -> Blob:
+        """Vertebroplasty cement in a fractured body."""
+        return Blob(f"cement_{v.label}", v.frame, (v.width * self.u(0.2, 0.35), v.depth * self.u(0.2, 0.35),
+                                                   v.height * self.u(0.15, 0.3)), Material(hu=self.u(1500, 2600)))
 
     def _screws(self) -> tuple:
         rng = self.rng

@@ -255,6 +255,15 @@ def _body_sdf(v: Vertebra, u, vv, w):
     return np.maximum(radial, np.maximum(w - top, bottom - w))
 
 
+def _osteophytes(v: Vertebra, u, vv, w):
+    """Anterolateral beaks (flattened tori) around both endplate rims."""
+    rim = shapes.ellipse(u, vv, v.width / 2, v.depth / 2)
+    spur = np.full(np.shape(u), 1e3, np.float32)
+    for level in (v.height / 2 * 0.9, -v.height / 2 * 0.9):
+        spur = np.minimum(spur, np.sqrt(rim * rim + (1.8 * (w - level)) ** 2) - v.osteophyte)
+    return np.maximum(spur, vv - 0.3 * v.depth / 2)
+
+
 def posterior_parts(v: Vertebra) -> list[shapes.Capsule]:
     """Pedicles, laminae, transverse and articular processes, spinous process (local frame)."""
     b, h = v.depth / 2, v.height / 2
@@ -291,7 +300,8 @@ def _vertebra(v: Vertebra) -> Structure:
     a, b, h = v.width / 2, v.depth / 2, v.height / 2
     cw, cd = v.canal
     parts = posterior_parts(v)
-    body_box = (np.array([-a - 1, -b - 1, -h - 1]), np.array([a + 1, b + 1, h + 1]))
+    spur = v.osteophyte
+    body_box = (np.array([-a - 1 - spur, -b - 1 - spur, -h - 1 - spur]), np.array([a + 1 + spur, b + 1, h + 1 + spur]))
     canal_box = (np.array([-cw - 1, b - 1, -h - 20]), np.array([cw + 1, b + 2 * cd + 1, h + 20]))
     frame = v.frame
 
@@ -300,6 +310,11 @@ def _vertebra(v: Vertebra) -> Structure:
         posterior = body.copy()
         canal = body.copy()
         shapes.min_into(body, block, frame, body_box, lambda u, vv, w: _body_sdf(v, u, vv, w))
+        spurs = None
+        if spur:
+            spurs = np.full(block.shape, 1e3, np.float32)
+            shapes.min_into(spurs, block, frame, body_box, lambda u, vv, w: _osteophytes(v, u, vv, w))
+            posterior = np.minimum(posterior, spurs)
         for part in parts:
             shapes.min_into(posterior, block, frame, part.box(), part)
         shapes.min_into(canal, block, frame, canal_box, lambda u, vv, w: shapes.ellipse(u, vv - (b + cd), cw, cd))
@@ -309,6 +324,8 @@ def _vertebra(v: Vertebra) -> Structure:
         inside = sdf < ctx.h
         inner[inside] += shapes.waves(u[inside], vv[inside], w[inside], v.texture) * np.float32(0.5) + \
             shapes.speckle(u[inside], vv[inside], w[inside], cell=1.3, seed=v.label) * np.float32(v.trabecular)
+        if spurs is not None:
+            inner = np.where(spurs < body, np.float32(v.cortical_hu), inner)
         return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
 
     return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
