@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -200,3 +206,14 @@ def test_screws_are_metal_and_fracture_lowers_height():
     assert sitk.GetArrayViewFromImage(ct).max() >= 2500
     fractured = next(sample_anatomy(s) for s in range(400) if sample_anatomy(s).fracture_level)
     assert fractured.vertebra(fractured.fracture_level).wedge > 0
+
+
+def test_phantom_is_identical_in_another_process():
+    code = ("import hashlib, SimpleITK as sitk; from LumbarSegLib.phantom import make_phantom; "
+            "ct, lab, _ = make_phantom(3, kind='lumbar', spacing=(5.0, 5.0, 5.0)); "
+            "print(hashlib.md5(sitk.GetArrayViewFromImage(ct).tobytes()).hexdigest())")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "12345"}
+    other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    ct, _, _ = make_phantom(3, kind="lumbar", spacing=(5.0, 5.0, 5.0))
+    assert other.stdout.strip() == hashlib.md5(sitk.GetArrayViewFromImage(ct).tobytes()).hexdigest()

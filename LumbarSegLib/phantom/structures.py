@@ -61,7 +61,8 @@ def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
     if material.texture and material.cortex:
         hu += shapes.speckle(u, v, w, cell=1.4, seed=int(material.hu)) * np.float32(material.texture)
     elif material.texture:
-        rng = np.random.default_rng(abs(hash(material)) % (2 ** 32))
+        # Seeded by the material's numbers, not hash(): that must not vary between processes.
+        rng = np.random.default_rng([int(abs(material.hu) * 1000), int(material.texture * 1000)])
         hu += shapes.waves(u, v, w, _waves(rng, material.texture))
     if material.mottled_gas:
         bubbles = shapes.speckle(u, v, w, cell=4.0, seed=int(material.hu * 100) % 1000, order=3)
