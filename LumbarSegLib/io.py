@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import math
 import os
+import struct
 import sys
 import zlib
 from dataclasses import dataclass
@@ -254,6 +255,9 @@ def _read_file(p: Path, shown: str) -> sitk.Image:
     image_io, format_name = _file_format(p, shown)
     if p.stat().st_size == 0:
         raise InputError(f"{shown}: the file is empty (0 bytes)")
+    nifti = _check_nifti_header(p, shown) if image_io == "NiftiImageIO" else None
+    if image_io == "MetaImageIO":
+        _check_metaimage_header(p, shown)
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(p))
     reader.SetImageIO(image_io)
@@ -264,9 +268,9 @@ def _read_file(p: Path, shown: str) -> sitk.Image:
             raise _read_error(error, shown, format_name) from None
     header = ImageHeader.from_reader(reader)
     _check_header(header, shown)
-    if image_io == "NiftiImageIO":
-        _check_nifti_header(reader, p, shown)
     check_memory(header, shown)
+    if nifti is not None:
+        _check_nifti_length(p, nifti, shown)
     with _quiet_itk():
         try:
             image = reader.Execute()
@@ -288,26 +292,101 @@ def _read_error(error: RuntimeError, shown: str, format_name: str) -> InputError
     return InputError(f"{shown}: cannot read this {format_name} file: it is corrupt or truncated")
 
 
-def _check_nifti_header(reader: sitk.ImageFileReader, p: Path, shown: str) -> None:
-    """Checks ITK's NIfTI reader skips: it replaces a zero pixdim by 1 and reads a truncated file without error."""
-    meta = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+# --- header guards: values that make ITK's readers hang, crash or silently guess ------------------------------
+
+
+@dataclass(frozen=True)
+class _NiftiHeader:
+    dim: tuple[int, ...]  # dim[0..7]
+    bitpix: int
+    pixdim: tuple[float, ...]  # pixdim[0..7]
+    vox_offset: float
+    transforms: tuple[float, ...]  # quatern_b..qoffset_z, srow_x, srow_y, srow_z
+
+
+def _parse_nifti_header(head: bytes) -> _NiftiHeader | None:
+    """Decode the few NIfTI-1/-2 fields the guards need, in either byte order."""
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack_from(endian + "i", head)[0] == 348:
+            return _NiftiHeader(
+                dim=struct.unpack_from(endian + "8h", head, 40),
+                bitpix=struct.unpack_from(endian + "h", head, 72)[0],
+                pixdim=struct.unpack_from(endian + "8f", head, 76),
+                vox_offset=struct.unpack_from(endian + "f", head, 108)[0],
+                transforms=struct.unpack_from(endian + "18f", head, 256),
+            )
+        if len(head) >= 540 and struct.unpack_from(endian + "i", head)[0] == 540:
+            return _NiftiHeader(
+                dim=struct.unpack_from(endian + "8q", head, 16),
+                bitpix=struct.unpack_from(endian + "h", head, 14)[0],
+                pixdim=struct.unpack_from(endian + "8d", head, 104),
+                vox_offset=float(struct.unpack_from(endian + "q", head, 168)[0]),
+                transforms=struct.unpack_from(endian + "18d", head, 352),
+            )
+    return None
+
+
+def _check_nifti_header(p: Path, shown: str) -> _NiftiHeader:
+    """Guard ITK's NIfTI reader: it hangs on non-finite transforms and replaces a zero pixdim by 1 mm."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
     try:
-        ndim = int(meta["dim[0]"])
-        dims = [int(meta[f"dim[{i}]"]) for i in range(1, min(max(ndim, 1), 7) + 1)]
-        pixdim = [float(meta[f"pixdim[{i}]"]) for i in range(1, 4)]
-        expected = int(float(meta["vox_offset"])) + math.prod(dims) * int(meta["bitpix"]) // 8
-    except (KeyError, ValueError):
-        raise InputError(f"{shown}: cannot read this NIfTI file: its header is incomplete") from None
-    if not all(math.isfinite(s) and s > 0 for s in pixdim[: min(ndim, 3)]):
-        raise InputError(
-            f"{shown}: the NIfTI header gives voxel sizes {_format_numbers(pixdim)} mm: "
-            "zero or negative spacing, the header is broken"
-        )
+        with opener(p, "rb") as stream:
+            header = _parse_nifti_header(stream.read(540))
+    except (OSError, EOFError, zlib.error):
+        raise InputError(f"{shown}: the compressed NIfTI data is corrupt or truncated") from None
+    if header is None or not 1 <= header.dim[0] <= 7 or min(header.dim[1 : header.dim[0] + 1]) < 0:
+        raise InputError(f"{shown}: cannot read this NIfTI file: it is corrupt or truncated")
+    if not all(math.isfinite(v) for v in header.transforms + header.pixdim[:4] + (header.vox_offset,)):
+        raise InputError(f"{shown}: the NIfTI header holds geometry values that are not finite numbers: it is broken")
+    _check_spacing(header.pixdim[1 : 1 + min(header.dim[0], 3)], shown)
+    return header
+
+
+def _check_nifti_length(p: Path, header: _NiftiHeader, shown: str) -> None:
+    """ITK reads a truncated NIfTI without complaint (the missing voxels come out as zeros)."""
+    voxels = math.prod(header.dim[1 : header.dim[0] + 1])
+    expected = int(header.vox_offset) + voxels * max(header.bitpix, 0) // 8
     actual = _nifti_byte_count(p, shown)
     if actual < expected:
         raise InputError(
             f"{shown}: the NIfTI file is truncated: it holds {actual} of the {expected} bytes its header announces"
         )
+
+
+_META_MAX_DIMS = 7
+_META_INTEGER_KEYS = {"ndims", "dimsize", "elementnumberofchannels", "headersize"}
+_META_REAL_KEYS = {"elementspacing", "elementsize", "offset", "position", "origin", "transformmatrix", "rotation",
+                   "orientation", "centerofrotation", "elementmin", "elementmax"}
+
+
+def _check_metaimage_header(p: Path, shown: str) -> None:
+    """Guard ITK's MetaImage reader, which crashes on some impossible values (e.g. ``NDims = 1e308``)."""
+    with open(p, "rb") as stream:
+        head = stream.read(1 << 16)
+    fields: dict[str, list[bytes]] = {}
+    for line in head.split(b"\n"):
+        key, separator, value = line.partition(b"=")
+        name = key.strip().decode("latin-1").lower()
+        if separator:
+            fields[name] = value.split()
+        if name == "elementdatafile":
+            break
+    try:
+        integers = {k: [int(v) for v in fields[k]] for k in _META_INTEGER_KEYS if k in fields}
+        reals = [float(v) for k in _META_REAL_KEYS if k in fields for v in fields[k]]
+    except ValueError:
+        integers, reals = {}, [math.nan]
+    ndims = integers.get("ndims", [0])
+    dim_size = integers.get("dimsize", [])
+    if (
+        len(ndims) != 1
+        or not 1 <= ndims[0] <= _META_MAX_DIMS
+        or len(dim_size) != ndims[0]
+        or min(dim_size) < 0
+        or not 1 <= (integers.get("elementnumberofchannels", [1]) or [0])[0] <= 1 << 16
+        or not all(math.isfinite(v) for v in reals)
+    ):
+        raise InputError(f"{shown}: cannot read this MetaImage file: its header is corrupt")
 
 
 def _nifti_byte_count(p: Path, shown: str) -> int:
@@ -352,7 +431,7 @@ def _check_header(header: ImageHeader, shown: str) -> None:
             "CT must be stored as integer or real numbers"
         )
     _check_size(header, shown)
-    _check_spacing(header, shown)
+    _check_spacing(header.spacing, shown)
     if not all(math.isfinite(v) for v in header.origin):
         raise InputError(f"{shown}: the image origin is not a finite number: the header is broken")
     if not _is_orthonormal(header.direction):
@@ -376,8 +455,7 @@ def _check_size(header: ImageHeader, shown: str) -> None:
         )
 
 
-def _check_spacing(header: ImageHeader, shown: str) -> None:
-    spacing = header.spacing
+def _check_spacing(spacing: Sequence[float], shown: str) -> None:
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise InputError(
             f"{shown}: voxel spacing {_format_numbers(spacing)} mm is zero, negative or not a number: "
@@ -466,6 +544,7 @@ def _read_dicom_folder(p: Path, shown: str) -> sitk.Image:
         raise InputError(
             f"{shown}: the folder holds no DICOM series" + (" (sub-folders are not searched)" if has_subfolders else "")
         )
+    _check_unlisted_dicom_files(p, {os.path.normpath(f) for files in files_per_series for f in files}, shown)
     files = list(max(files_per_series, key=len))
     slices = [_read_dicom_slice(f, shown) for f in files]
     modality = slices[0].modality
@@ -494,6 +573,24 @@ def _read_dicom_folder(p: Path, shown: str) -> sitk.Image:
             return reader.Execute()
         except RuntimeError:
             raise InputError(f"{shown}: cannot read the DICOM series: a slice is corrupt or truncated") from None
+
+
+def _check_unlisted_dicom_files(p: Path, listed: set[str], shown: str) -> None:
+    """GDCM silently leaves out DICOM files it cannot parse; a truncated slice must not vanish unnoticed."""
+    for child in sorted(p.iterdir()):
+        if child.name.upper() == "DICOMDIR" or not child.is_file() or os.path.normpath(child) in listed:
+            continue
+        with open(child, "rb") as stream:
+            if stream.read(132)[128:] != b"DICM":
+                continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(os.fspath(child))
+        reader.SetImageIO("GDCMImageIO")
+        with _quiet_itk():
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                raise InputError(f"{shown}: DICOM file {child.name} is corrupt or truncated") from None
 
 
 def _read_dicom_slice(file: str, shown: str) -> _DicomSlice:
