@@ -22,29 +22,44 @@ _NOISE_SLAB = 1 << 22
 @dataclass(frozen=True)
 class Acquisition:
     noise_sigma: float      # HU
-    noise_grain: float      # correlation length of the noise, voxels
-    psf_mm: float           # in-plane PSF sigma, mm
+    noise_grain: float      # in-slice correlation length of the noise, voxels
+    psf_mm: float           # PSF sigma, mm
+    sharpen: float          # edge overshoot of sharp (bone) kernels, 0 = soft kernel
     streaks: float          # metal streak amplitude, HU
     offset: float           # calibration offset, HU
 
 
 def sample_acquisition(rng: np.random.Generator) -> Acquisition:
-    """Random scanner settings (dose, kernel)."""
-    return Acquisition(
-        noise_sigma=float(np.exp(rng.uniform(np.log(5), np.log(40)))),
-        noise_grain=float(rng.uniform(0.0, 1.0)),
-        psf_mm=float(rng.uniform(0.3, 0.9)),
-        streaks=float(rng.uniform(150, 500)),
-        offset=float(rng.normal(0, 6)),
-    )
+    """Random scanner settings: a soft-tissue kernel (70 %) or a sharp, noisy bone kernel."""
+    if rng.random() < 0.7:
+        sigma, grain, psf, sharpen = np.exp(rng.uniform(np.log(5), np.log(40))), rng.uniform(0, 1), \
+            rng.uniform(0.4, 0.9), 0.0
+    else:
+        sigma, grain, psf, sharpen = np.exp(rng.uniform(np.log(25), np.log(120))), rng.uniform(0, 0.5), \
+            rng.uniform(0.2, 0.5), rng.uniform(0.3, 1.2)
+    return Acquisition(noise_sigma=float(sigma), noise_grain=float(grain), psf_mm=float(psf),
+                       sharpen=float(sharpen), streaks=float(rng.uniform(150, 500)), offset=float(rng.normal(0, 6)))
 
 
 def apply_acquisition(ct: np.ndarray, grid: Grid, anatomy: Anatomy, acquisition: Acquisition,
-                      rng: np.random.Generator) -> None:
-    """Blur, metal streaks and noise, in place on ``ct`` (z, y, x) of ``grid``."""
+                      rng: np.random.Generator, *, profiled_axis: int | None = None) -> None:
+    """Blur, metal streaks and noise, in place on ``ct`` (z, y, x) of ``grid``.
+
+    The blur is the PSF plus a slice/voxel profile, except along ``profiled_axis`` (grid axis
+    whose slice profile was already integrated by supersampling).
+    """
     spacing = np.asarray(grid.spacing)[::-1]  # array axis order
-    sigma = np.sqrt(acquisition.psf_mm ** 2 + (0.4 * spacing) ** 2) / spacing
+    profile = 0.4 * spacing
+    if profiled_axis is not None:
+        profile[2 - profiled_axis] = 0.0
+    sigma = np.sqrt(acquisition.psf_mm ** 2 + profile ** 2) / spacing
     ndimage.gaussian_filter(ct, sigma=sigma, output=ct, truncate=3.0)
+    if acquisition.sharpen:
+        smooth = ndimage.gaussian_filter(ct, sigma=1.0 / spacing, truncate=2.5)
+        smooth -= ct
+        smooth *= np.float32(-acquisition.sharpen)
+        ct += smooth
+        del smooth
     screws = [m for m in anatomy.metal if m.name.startswith("screw")]
     if screws:
         _streaks(ct, grid, screws, acquisition.streaks, rng)

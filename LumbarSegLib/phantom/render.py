@@ -103,6 +103,35 @@ def paint(anatomy: Anatomy, grid: Grid, *, soft: bool) -> tuple[np.ndarray, np.n
     return ct, labels
 
 
+def _paint_thick_slices(anatomy: Anatomy, grid: Grid) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Paint with partial volume; a thick axis is supersampled and box-averaged (slice profile).
+
+    Returns (HU, labels, grid axis that got its slice profile or None). The odd factor puts one
+    sub-slice at each voxel centre, so the labels are exactly those of ``grid``.
+    """
+    spacing = np.asarray(grid.spacing, float)
+    axis = int(np.argmax(spacing))
+    factor = int(np.ceil(spacing[axis] / max(spacing.min(), 1.0)))
+    if spacing[axis] < 1.5 * spacing.min() or factor < 2:
+        return (*paint(anatomy, grid, soft=True), None)
+    factor = min(factor | 1, 7)
+    fine_spacing = spacing.copy()
+    fine_spacing[axis] /= factor
+    size = np.array(grid.size)
+    size[axis] *= factor
+    shift = -(factor - 1) / 2 * fine_spacing[axis] * grid.matrix[:, axis]
+    fine = Grid(size=tuple(int(n) for n in size), spacing=tuple(fine_spacing),
+                origin=tuple(np.asarray(grid.origin) + shift), direction=grid.direction)
+    ct, labels = paint(anatomy, fine, soft=True)
+    array_axis = 2 - axis
+    shape = list(grid.shape)
+    shape.insert(array_axis + 1, factor)
+    ct = ct.reshape(shape).mean(axis=array_axis + 1, dtype=np.float32)
+    centre = [slice(None)] * 3
+    centre[array_axis] = slice((factor - 1) // 2, None, factor)
+    return ct, np.ascontiguousarray(labels[tuple(centre)]), axis
+
+
 def render(anatomy: Anatomy, grid: Grid, *, realism: bool = True, seed: int | None = None
            ) -> tuple[sitk.Image, sitk.Image]:
     """Return (CT int16 HU, labels uint8 VerSe values) on exactly ``grid``.
@@ -111,11 +140,13 @@ def render(anatomy: Anatomy, grid: Grid, *, realism: bool = True, seed: int | No
     otherwise partial volume, PSF blur, metal streaks and noise drawn from ``seed``
     (default: the anatomy's seed).
     """
-    ct, labels = paint(anatomy, grid, soft=realism)
     if realism:
+        ct, labels, profiled = _paint_thick_slices(anatomy, grid)
         rng = np.random.default_rng(np.random.SeedSequence([anatomy.seed if seed is None else int(seed), 9917]))
         acquisition = sample_acquisition(rng)
-        apply_acquisition(ct, grid, anatomy, acquisition, rng)
+        apply_acquisition(ct, grid, anatomy, acquisition, rng, profiled_axis=profiled)
+    else:
+        ct, labels = paint(anatomy, grid, soft=False)
     np.clip(ct, -1024, 3071, out=ct)
     np.rint(ct, out=ct)
     image = grid.apply_to(sitk.GetImageFromArray(ct.astype(np.int16)))
