@@ -217,3 +217,12 @@ def test_phantom_is_identical_in_another_process():
     other = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     ct, _, _ = make_phantom(3, kind="lumbar", spacing=(5.0, 5.0, 5.0))
     assert other.stdout.strip() == hashlib.md5(sitk.GetArrayViewFromImage(ct).tobytes()).hexdigest()
+
+
+def test_labels_do_not_depend_on_realism_even_for_thick_slices():
+    anatomy = sample_anatomy(17, variant="normal")
+    grid = anatomy.field_of_view("lumbar", spacing=(1.0, 1.0, 4.0))
+    noisy_ct, noisy = render(anatomy, grid, realism=True)
+    _, exact = render(anatomy, grid, realism=False)
+    assert np.array_equal(sitk.GetArrayViewFromImage(noisy), sitk.GetArrayViewFromImage(exact))
+    assert Grid.from_image(noisy_ct) == grid

@@ -111,6 +111,7 @@ class Vertebra:
     texture: tuple[tuple[float, ...], ...] = ()
     trabecular: float = 40.0    # HU amplitude of the trabecular speckle
     osteophyte: float = 0.0     # radius (mm) of the anterolateral endplate-rim osteophytes, 0 = none
+    sclerosis: float = 0.0      # extra HU of the subchondral bone under the endplates (degeneration)
 
     def local_box(self) -> tuple[np.ndarray, np.ndarray]:
         reach = self.width / 2 + self.tp_length + self.tp_radius + 2

@@ -112,6 +112,7 @@ class _Sampler:
                 thoracic=thoracic, ribs=rib_pairs.get(label, (0.0, 0.0)),
                 texture=_texture(rng, self.u(15, 35)), trabecular=trabecular,
                 osteophyte=self.u(1.5, 4.0) if degenerative and pos >= 4 and rng.random() < 0.6 else 0.0,
+                sclerosis=self.u(80, 300) if degenerative and pos >= 6 and rng.random() < 0.4 else 0.0,
             ))
         self.vertebrae = vertebrae
         self.sacrum = self._sacrum(scale)
@@ -256,6 +257,7 @@ class _Sampler:
             blob(f"kidney_{side}", centre, (26, 22, 55), Material(hu=kidney_hu, texture=6),
                  yaw=side * 0.5, pitch=-0.25)
         # Bowel: colon frame and small-bowel loops with air-fluid levels.
+        oral = rng.random() < 0.2  # positive oral contrast: bright loops that are not bone
         colon_r = self.u(18, 28)
         stool = Material(hu=self.u(0, 40), texture=60, mottled_gas=self.u(0.15, 0.5))
         z_top = z_of[first_l.label] + 10
@@ -270,7 +272,8 @@ class _Sampler:
                       self.u(s1[2] - 60, z_top - 20))
             semi = (self.u(12, 28), self.u(12, 25), self.u(12, 35))
             gas = centre[1] - semi[1] * self.u(0.3, 0.95) if rng.random() < 0.4 else None
-            blob(f"bowel_{k}", centre, semi, Material(hu=self.u(5, 45) + enhance * 20, texture=8, gas_level=gas),
+            content = self.u(150, 450) if oral and rng.random() < 0.6 else self.u(5, 45) + enhance * 20
+            blob(f"bowel_{k}", centre, semi, Material(hu=content, texture=8, gas_level=gas),
                  yaw=self.u(0, np.pi))
         blob("bladder", (0, s1[1] - 70, s1[2] - 95), (self.u(30, 55), self.u(25, 40), self.u(25, 45)),
              Material(hu=self.u(0, 15)))

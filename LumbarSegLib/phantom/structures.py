@@ -327,6 +327,9 @@ def _vertebra(v: Vertebra) -> Structure:
             shapes.speckle(u[inside], vv[inside], w[inside], cell=1.3, seed=v.label) * np.float32(v.trabecular)
         if spurs is not None:
             inner = np.where(spurs < body, np.float32(v.cortical_hu), inner)
+        if v.sclerosis:
+            near_endplate = np.clip(1.0 - (np.float32(v.height / 2) - np.abs(w)) / np.float32(5.0), 0.0, 1.0)
+            inner += np.where(body < 0, np.float32(v.sclerosis) * near_endplate, np.float32(0.0))
         return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
 
     return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
