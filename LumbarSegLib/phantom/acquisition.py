@@ -156,6 +156,8 @@ def random_grid(anatomy: Anatomy, rng: np.random.Generator, *, spacing_range=(0.
     box = anatomy.fov_box(kind, rng)
     grid = Grid.covering(*box, spacing=spacing, direction=matrix.ravel())
     while grid.voxel_count > max_voxels:
-        spacing *= 1.15
+        # Coarsen the finest axes first so that slices stay within the spacing range.
+        finer = spacing * 1.15
+        spacing = np.where(finer <= high, finer, spacing) if np.any(finer <= high) else finer
         grid = Grid.covering(*box, spacing=spacing, direction=matrix.ravel())
     return grid

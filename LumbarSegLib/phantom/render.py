@@ -111,7 +111,7 @@ def _paint_thick_slices(anatomy: Anatomy, grid: Grid) -> tuple[np.ndarray, np.nd
     """
     spacing = np.asarray(grid.spacing, float)
     axis = int(np.argmax(spacing))
-    factor = int(np.ceil(spacing[axis] / max(spacing.min(), 1.0)))
+    factor = int(np.ceil(spacing[axis] / max(spacing.min(), 1.5)))
     if spacing[axis] < 1.5 * spacing.min() or factor < 2:
         return (*paint(anatomy, grid, soft=True), None)
     factor = min(factor | 1, 7)
