@@ -166,7 +166,9 @@ class Anatomy:
     soft: tuple = ()          # Blob/Tube soft tissue, painted in order before bones
     bones: tuple = ()         # unlabelled Blob/Tube bones (ribs, pelvis, femora)
     metal: tuple = ()         # Tube implants (pedicle screws, rods)
+    lesions: tuple = ()       # Blob bone lesions inside vertebral bodies (keep the vertebra label)
     fracture_level: int | None = None
+    listhesis_level: int | None = None   # label of the vertebra slipped forward (with all above)
     osteoporosis: bool = False
     disc_heights: tuple[float, ...] = field(default=())  # below each vertebra
 

@@ -82,9 +82,14 @@ class _Sampler:
         vertebrae = []
         rib_pairs = self._rib_lengths(plan)
         twist_noise = np.radians(rng.normal(0, 1.5, len(plan)))
+        # Degenerative anterolisthesis: a low lumbar level and everything above slip forward.
+        self.slip_level = slip_level = len(plan) - int(rng.integers(1, 3)) if rng.random() < 0.08 else -1
+        slip = self.u(4, 14)
         for i, (label, pos) in enumerate(plan):
             point, tangent, twist = self.curve(centres_s[i])
             frame = frame_along(point, tangent, twist + twist_noise[i])
+            if i <= slip_level:
+                frame = Frame.make(frame.origin - slip * frame.matrix[:, 1], frame.matrix)
             thoracic = label < 20 or label == 28
             lumbar_rank = pos - 6
             width = interpolate(_WIDTH, pos) * scale * self.u(0.95, 1.05)
@@ -122,13 +127,15 @@ class _Sampler:
         metal = self._screws() if rng.random() < 0.1 else ()
         if fracture is not None and rng.random() < 0.3:
             metal += (self._cement(next(v for v in vertebrae if v.label == fracture)),)
+        lesions = self._lesions() if rng.random() < 0.08 else ()
         levels = tuple(v.label for v in vertebrae) + (26,)
         return Anatomy(
             seed=self.seed, variant=self.variant, levels=levels, vertebrae=tuple(vertebrae),
             sacrum=self.sacrum,
             sacrum_material=Material(hu=base_cancellous + 10, texture=30, cortex=cortex, cortical_hu=cortical),
             body=self.body, soft=soft, bones=bones, metal=metal, fracture_level=fracture,
-            osteoporosis=bool(self.osteoporosis), disc_heights=tuple(discs),
+            osteoporosis=bool(self.osteoporosis), disc_heights=tuple(discs), lesions=lesions,
+            listhesis_level=plan[self.slip_level][0] if self.slip_level >= 0 else None,
         )
 
     def _spine_curve(self, lumbar_len: float, top: float):
@@ -143,7 +150,7 @@ class _Sampler:
             s < 0, theta0 + sacral * s,
             np.where(s <= lumbar_len, theta0 - lordosis * (1 - (1 - s / lumbar_len) ** 2),
                      theta0 - lordosis + kyphosis * (s - lumbar_len)))
-        amplitude = np.radians(self.u(0, 6) if rng.random() < 0.9 else self.u(6, 14))
+        amplitude = np.radians(self.u(0, 6) if rng.random() < 0.88 else self.u(6, 20))
         phi = amplitude * np.sin(2 * np.pi * s / self.u(250, 450) + self.u(0, 2 * np.pi)) * (s > -20)
         tangent = np.stack([np.sin(phi), -np.sin(theta) * np.cos(phi), np.cos(theta) * np.cos(phi)], axis=1)
         points = np.cumsum(tangent, axis=0) * _STEP
@@ -403,6 +410,20 @@ class _Sampler:
             out.append(Tube(f"femur_{side}", (tuple(acetabulum), tuple(trochanter),
                                               tuple(trochanter + np.array([-side * 10, -5, -250]))),
                             (head_r * 0.75, 17, 14), dense))
+        return tuple(out)
+
+    def _lesions(self) -> tuple:
+        """Metastases inside vertebral bodies: lytic (dark) or blastic (bright); labels unchanged."""
+        blastic = self.rng.random() < 0.4
+        out = []
+        for k in range(int(self.rng.integers(1, 5))):
+            v = self.vertebrae[int(self.rng.integers(len(self.vertebrae)))]
+            radius = min(v.width, v.depth, v.height) * self.u(0.1, 0.3)
+            centre = v.frame.to_world((self.u(-0.25, 0.25) * v.width, self.u(-0.25, 0.25) * v.depth,
+                                       self.u(-0.2, 0.2) * v.height))
+            hu = self.u(500, 1000) if blastic else self.u(-20, 60)
+            out.append(Blob(f"lesion_{k}", Frame.make(centre), (radius, radius * self.u(0.7, 1.3), radius),
+                            Material(hu=hu, texture=15)))
         return tuple(out)
 
     def _cement(self, v: Vertebra) -> Blob:

@@ -49,7 +49,7 @@ def structures(anatomy: Anatomy) -> tuple[Structure, ...]:
     out += _discs(anatomy) + _canals(anatomy)
     out += [_vertebra(v) for v in anatomy.vertebrae]
     out.append(_sacrum(anatomy))
-    for item in anatomy.metal:
+    for item in anatomy.lesions + anatomy.metal:
         out += _item(item)
     return tuple(out)
 
