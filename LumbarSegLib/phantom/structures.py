@@ -369,6 +369,7 @@ def _sacrum(anatomy: Anatomy) -> Structure:
                              np.maximum(w - upper, -lower - w))
             lateral = np.maximum(np.abs(u) - a, 0.0)
             out = np.maximum(out, -b + 0.45 * lateral - v)  # the alae lie behind the bodies
+            out = np.maximum(out, np.abs(u) - half + 0.7 * np.maximum(v - b - 4.0, 0.0))  # narrower dorsum
             if k == 0:  # the alae slope down laterally from the S1 endplate
                 out = np.maximum(out, w - h + 0.3 * lateral)
             holes = shapes.ellipse(u, v - (b + 5), max(a * 0.45, 5.0), 4.5)
