@@ -6,7 +6,6 @@ position of every voxel of any grid, so labels agree across grids.
 
 from __future__ import annotations
 
-import numpy as np
 import SimpleITK as sitk
 
 from .acquisition import random_grid
@@ -26,7 +25,3 @@ def make_phantom(seed: int = 0, *, kind: str = "abdomen", spacing=(1.5, 1.5, 1.5
     ct, labels = render(anatomy, grid, realism=realism, seed=seed)
     return ct, labels, anatomy
 
-
-def label_values(labels: sitk.Image) -> set[int]:
-    """The non-zero label values present in a label image."""
-    return {int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v}

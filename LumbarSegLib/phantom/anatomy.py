@@ -219,7 +219,7 @@ class Anatomy:
             cx, cy = body.centre_x + uniform(-10, 10), (front + table) / 2 + uniform(-10, 10)
             return np.array([cx - half, cy - half, bottom]), np.array([cx + half, cy + half, top])
         if kind == "lumbar":
-            first, last = self.level_box(_first_lumbar(labels)), self.level_box(26)
+            first = self.level_box(_first_lumbar(labels))
             top = first[1][2] - uniform(0.2, 0.7) * (first[1][2] - first[0][2]) + uniform(0, 25)
             bottom = self.sacrum[1].frame.origin[2] - uniform(0, 40)
             return self._spine_crop(bottom, top, uniform(100, 150), uniform)

@@ -343,7 +343,7 @@ class _Sampler:
         return body.centre_x, float(tubercle[1] - cage_b * np.cos(psi0)), cage_a, cage_b
 
     def _ribs(self) -> tuple:
-        body, rng = self.body, self.rng
+        body = self.body
         ribs = []
         _, _, cage_a, cage_b = self._cage(self.vertebrae[0])
         for v in self.vertebrae:

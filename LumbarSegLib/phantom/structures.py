@@ -203,7 +203,7 @@ def _disc(upper: Vertebra, lower_frame: Frame, lower_top: float, lower_wedge: fl
     lo, hi = frame.world_box((-a - 3, -b - 3, -half), (a + 3, b + 3, half))
 
     def field(block, ctx):
-        u, v, w = block.local(frame)
+        u, v, _ = block.local(frame)
         wl = block.local(lower_frame)[2]
         wu = block.local(upper.frame)[2]
         rho = (u / a) ** 2 + (v / b) ** 2
