@@ -246,8 +246,10 @@ class _Sampler:
         dome = z_of[thoracic[-3].label] + self.u(-15, 15)
         cage_x, cage_y, cage_a, cage_b = self._cage(thoracic[-3])
         for side in (-1, 1):
-            blob(f"lung_{side}", (cage_x + side * cage_a * 0.5, cage_y + 5, dome + 110 + side * 8),
-                 (cage_a * 0.46, cage_b * 0.85, 160), Material(hu=self.u(-870, -820), texture=40))
+            # Tilted so that the lung bases reach lowest in the posterior costophrenic recesses.
+            blob(f"lung_{side}", (cage_x + side * cage_a * 0.5, cage_y + cage_b * 0.2, dome + 110 + side * 8),
+                 (cage_a * 0.46, cage_b * 0.78, 160), Material(hu=self.u(-870, -820), texture=40),
+                 pitch=self.u(0.25, 0.4))
         blob("heart", (25, front + body.half_depth * 0.55, dome + 60), (65, 55, 60),
              Material(hu=40 + 0.6 * (blood - 40), texture=5))
         liver_hu = self.u(50, 65) + enhance * self.u(30, 50)
