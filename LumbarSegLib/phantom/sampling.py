@@ -203,8 +203,8 @@ class _Sampler:
         back = max(v.frame.to_world((0, v.depth / 2 + 2 * v.canal[1] + 6 + v.sp_length * np.cos(v.sp_angle), 0))[1]
                    for v in lumbar)
         fat = self.u(8, 45)
-        back_y = back + self.u(20, 35) + fat * 0.8
-        half_depth = self.u(80, 110) + fat * 0.9
+        back_y = back + self.u(8, 22) + fat * 0.6
+        half_depth = self.u(92, 122) + fat * 0.9
         half_width = self.u(135, 165) + fat * 1.1
         table_thickness = self.u(10, 45)
         return Body(
