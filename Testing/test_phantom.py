@@ -199,12 +199,15 @@ def test_grid_roundtrip_through_simpleitk():
 
 
 def test_screws_are_metal_and_fracture_lowers_height():
-    screwed = next(sample_anatomy(s) for s in range(400) if sample_anatomy(s).metal)
-    screw = next(m for m in screwed.metal if m.name.startswith("screw"))
+    def screws(anatomy):
+        return [m for m in anatomy.metal if m.name.startswith("screw")]
+
+    screwed = next(a for a in map(sample_anatomy, range(400)) if screws(a))
+    screw = screws(screwed)[0]
     grid = Grid.covering(np.min(screw.points, axis=0) - 10, np.max(screw.points, axis=0) + 10, spacing=1.0)
     ct, _ = render(screwed, grid, realism=False)
     assert sitk.GetArrayViewFromImage(ct).max() >= 2500
-    fractured = next(sample_anatomy(s) for s in range(400) if sample_anatomy(s).fracture_level)
+    fractured = next(a for a in map(sample_anatomy, range(400)) if a.fracture_level)
     assert fractured.vertebra(fractured.fracture_level).wedge > 0
 
 
