@@ -353,6 +353,22 @@ def _check_nifti_length(p: Path, header: _NiftiHeader, shown: str) -> None:
         )
 
 
+def _nifti_byte_count(p: Path, shown: str) -> int:
+    """Length of the (decompressed) NIfTI stream; decompressing also verifies the gzip checksum."""
+    if not p.name.lower().endswith(".gz"):
+        return p.stat().st_size
+    total = 0
+    try:
+        with gzip.open(p, "rb") as stream:
+            while True:
+                chunk = stream.read(1 << 22)
+                if not chunk:
+                    return total
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        raise InputError(f"{shown}: the compressed NIfTI data is corrupt or truncated") from None
+
+
 _META_MAX_DIMS = 7
 _META_INTEGER_KEYS = {"ndims", "dimsize", "elementnumberofchannels", "headersize"}
 _META_REAL_KEYS = {"elementspacing", "elementsize", "offset", "position", "origin", "transformmatrix", "rotation",
@@ -387,22 +403,6 @@ def _check_metaimage_header(p: Path, shown: str) -> None:
         or not all(math.isfinite(v) for v in reals)
     ):
         raise InputError(f"{shown}: cannot read this MetaImage file: its header is corrupt")
-
-
-def _nifti_byte_count(p: Path, shown: str) -> int:
-    """Length of the (decompressed) NIfTI stream; decompressing also verifies the gzip checksum."""
-    if not p.name.lower().endswith(".gz"):
-        return p.stat().st_size
-    total = 0
-    try:
-        with gzip.open(p, "rb") as stream:
-            while True:
-                chunk = stream.read(1 << 22)
-                if not chunk:
-                    return total
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        raise InputError(f"{shown}: the compressed NIfTI data is corrupt or truncated") from None
 
 
 def _check_header(header: ImageHeader, shown: str) -> None:

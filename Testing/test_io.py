@@ -164,6 +164,16 @@ def test_dicom_series_round_trip_in_slice_order(tmp_path, shuffle):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image))
 
 
+def test_dicom_series_stored_against_the_slice_normal_keeps_its_physical_content(tmp_path):
+    # A left-handed grid: slice k+1 lies *below* slice k along row x column, so the reader must reverse it.
+    image = ct_image(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    loaded = read_ct(write_dicom_series(image, tmp_path / "feet_first"))
+    np.testing.assert_allclose(loaded.GetDirection(), (1, 0, 0, 0, 1, 0, 0, 0, 1), atol=1e-9)
+    np.testing.assert_allclose(loaded.GetOrigin(), image.TransformIndexToPhysicalPoint((0, 0, 11)), atol=1e-6)
+    same_grid = sitk.Resample(loaded, image, sitk.Transform(), sitk.sitkNearestNeighbor, -2000)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(same_grid), sitk.GetArrayFromImage(image))
+
+
 def test_dicom_folder_reads_the_series_with_most_slices(tmp_path):
     image = ct_image()
     folder = write_dicom_series(image, tmp_path / "mixed")
@@ -434,6 +444,16 @@ def test_sheared_nifti_sform(tmp_path):
     patch_nifti(path, 252, "<hh", 0, 1)  # qform_code 0, sform_code 1
     patch_nifti(path, 280, "<12f", -0.8, 0.3, 0, 1, 0, -0.9, 0, 2, 0, 0, 2.5, 3)
     assert "not orthogonal" in rejection(path)
+
+
+def test_metaimage_header_that_crashes_itk(tmp_path):
+    path = patch_text_header(write(ct_image(), tmp_path / "ndims.mha"), rb"NDims = 3", b"NDims = 1e308")
+    assert "header is corrupt" in rejection(path)
+
+
+def test_nifti_with_infinite_sform_that_hangs_itk(tmp_path):
+    path = patch_nifti(write(ct_image(), tmp_path / "inf.nii"), 308, "<f", float("inf"))  # srow_y[3]
+    assert "not finite" in rejection(path)
 
 
 def test_gantry_tilted_dicom(tmp_path):
