@@ -1,0 +1,230 @@
+"""Measured evidence for changes to the pipeline's hot spots (prototypes only; the library is not changed).
+
+    python -m bench.hotspots --input ~/.cache/lumbarseg-bench/<large>.nii.gz [--localizer F] [--xunet F]
+
+Runs the pipeline's pieces once on the input, then times each current
+function against a prototype of the proposed change on the same data, checks
+that the result is the same (or says how much it differs), and writes
+``results/hotspots.json``. Peak memory of a step is its high-water mark above
+the resident set before it (``/proc/self/clear_refs`` resets the mark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from LumbarSegLib import geometry, pipeline, seg_nrrd
+from LumbarSegLib.inference import predict_logits, select_device, sliding_window
+from LumbarSegLib.intensity import AIR_HU, normalise_hu
+from LumbarSegLib.io import read_ct
+from LumbarSegLib.localize import lumbar_probability, spine_box
+from LumbarSegLib.measurements import vertebra_measurements
+from LumbarSegLib.postprocess import clean
+from LumbarSegLib.segment import crop_reference
+
+from bench.child import load_models
+
+PAD = float(normalise_hu(np.array([AIR_HU]))[0])
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measured(step: Callable[[], object]) -> tuple[object, dict]:
+    """Run ``step`` once: its result, wall time and peak memory above the resident set before it."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_mb("VmRSS")
+    start = time.perf_counter()
+    result = step()
+    seconds = time.perf_counter() - start
+    return result, {"s": round(seconds, 3), "peak_above_mb": round(_status_mb("VmHWM") - before, 1)}
+
+
+# -- prototypes of the proposed changes ------------------------------------------------------------
+
+def resample_shrink_first(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """``geometry.resample_image`` that bins in the input's own pixel type before any float32 copy.
+
+    For a whole-scan reference it also skips the ``RegionOfInterest`` copy of the full volume.
+    """
+    target = float(min(reference.GetSpacing()))
+    start, stop = geometry.index_region(image, geometry.physical_box(reference).expanded(2 * target))
+    source = image
+    if np.any(start > 0) or np.any(stop < np.array(image.GetSize())):
+        source = sitk.RegionOfInterest(image, [int(s) for s in stop - start], [int(s) for s in start])
+    factors = np.maximum(np.floor(target / np.array(source.GetSpacing())).astype(int), 1)
+    if np.any(factors > 1):
+        source = sitk.BinShrink(source, [int(f) for f in np.minimum(factors, source.GetSize())])
+    source = geometry.smooth_to_resolution(sitk.Cast(source, sitk.sitkFloat32), target)
+    return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
+
+
+def restore_foreground_only(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image) -> np.ndarray:
+    """``geometry.restore_labels`` on the box of non-background voxels (plus one) only.
+
+    Exact: where all 8 neighbours of a point have background as their argmax, linear
+    interpolation keeps background the argmax, so nothing outside that box can change.
+    """
+    foreground = np.argwhere(probabilities.argmax(axis=0) != 0)
+    if foreground.size == 0:
+        return np.zeros(target.GetSize()[::-1], dtype=np.uint8)
+    lower = np.maximum(foreground.min(axis=0) - 1, 0)
+    upper = np.minimum(foreground.max(axis=0) + 2, probabilities.shape[1:])
+    sub = probabilities[:, lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]]
+    sub_reference = sitk.RegionOfInterest(canonical, [int(n) for n in (upper - lower)[::-1]],
+                                          [int(i) for i in lower[::-1]])
+    return geometry.restore_labels(np.ascontiguousarray(sub), sub_reference, target)
+
+
+def exact_patch_crop(box: geometry.Box, spacing_mm: float, patch_zyx: tuple[int, int, int], multiple: int
+                     ) -> sitk.Image:
+    """A crop grid of exactly max(patch, box) voxels: no extra voxel that costs a second window per axis."""
+    needed = np.ceil(box.size / spacing_mm - 1e-6).astype(int) + 1
+    voxels = np.maximum(needed, np.array(patch_zyx[::-1]))
+    voxels = (np.ceil(voxels / multiple) * multiple).astype(int)
+    reference = sitk.Image([int(v) for v in voxels], sitk.sitkUInt8)
+    reference.SetSpacing([spacing_mm] * 3)
+    reference.SetOrigin([float(o) for o in box.center - (voxels - 1) * spacing_mm / 2])
+    return reference
+
+
+def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torch.device) -> np.ndarray:
+    """The localizer over the whole coarse volume in one forward pass (it is fully convolutional)."""
+    shape = [int(np.ceil(n / net.size_multiple) * net.size_multiple) for n in volume.shape]
+    padded = np.full(shape, PAD, dtype=np.float32)
+    padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
+    logits = predict_logits(net, padded, device)
+    return torch.sigmoid(logits)[0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
+
+
+# -- the comparisons -------------------------------------------------------------------------------
+
+def box_difference_mm(a: geometry.Box, b: geometry.Box) -> float:
+    return float(max(np.abs(a.lower - b.lower).max(), np.abs(a.upper - b.upper).max()))
+
+
+def compare(args: argparse.Namespace) -> dict:
+    device = select_device("cpu")
+    pipeline.set_threads(args.threads)
+    models = load_models(args.localizer, args.xunet, device)
+    ct, read = measured(lambda: read_ct(args.input))
+    out: dict = {"input": str(args.input), "size": list(ct.GetSize()), "read": read}
+    loc_spec, x_spec = models.localizer_spec, models.xunet_spec
+
+    coarse = geometry.canonical_reference(geometry.physical_box(ct), loc_spec.spacing_mm,
+                                          multiple_of=models.localizer.size_multiple)
+    current, now = measured(lambda: geometry.resample_image(ct, coarse))
+    proposed, new = measured(lambda: resample_shrink_first(ct, coarse))
+    diff = np.abs(sitk.GetArrayViewFromImage(current) - sitk.GetArrayViewFromImage(proposed))
+    out["localizer_resample"] = {"current": now, "shrink_first": new, "max_abs_hu_diff": round(float(diff.max()), 3)}
+
+    volume = normalise_hu(sitk.GetArrayFromImage(current))
+    (probability, _), now = measured(lambda: lumbar_probability(ct, models.localizer, loc_spec, device=device))
+    single, new = measured(lambda: localizer_single_pass(models.localizer, volume, device))
+    box = spine_box(probability, coarse)
+    try:
+        single_box = box_difference_mm(box, spine_box(single, coarse))
+    except Exception as error:  # noqa: BLE001  (a failure to find the spine is a result here)
+        single_box = f"{type(error).__name__}: {error}"
+    out["localizer_network"] = {"current_sliding_window_incl_resample": now, "single_pass": new,
+                                "max_abs_probability_diff": round(float(np.abs(single - probability).max()), 4),
+                                "box_difference_mm": single_box}
+
+    patch = x_spec.patch
+    crops = {"current": crop_reference(box, x_spec, multiple_of=models.xunet.size_multiple),
+             "exact_patch": exact_patch_crop(box.expanded(np.maximum(
+                 (np.array(patch[::-1]) - 1) * x_spec.spacing_mm - box.size, 0.0) / 2),
+                 x_spec.spacing_mm, patch, models.xunet.size_multiple)}
+    out["segment"] = {}
+    results = {}
+    for name, reference in crops.items():
+        hu = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
+        for overlap in (0.5, 0.25):
+            windows: list[int] = []
+            probs, timing = measured(lambda: sliding_window(
+                models.xunet, normalise_hu(hu), patch=patch, device=device, pad_value=PAD, overlap=overlap,
+                activation="softmax", on_window=lambda done, total: windows.append(total)))
+            out["segment"][f"{name}, overlap {overlap}"] = {
+                "grid_zyx": list(hu.shape), "windows": windows[-1], **timing}
+            results[(name, overlap)] = probs
+    probabilities = results[("current", 0.5)]
+    crop = crops["current"]
+    out["segment"]["argmax agreement, overlap 0.25 vs 0.5"] = round(float(
+        (results[("current", 0.25)].argmax(0) == probabilities.argmax(0)).mean()), 5)
+
+    cleaned, timing = measured(lambda: clean(probabilities, spacing_mm=x_spec.spacing_mm,
+                                             origin_z_mm=crop.GetOrigin()[2]))
+    out["postprocess"] = timing
+    classes, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct))
+    fast, new = measured(lambda: restore_foreground_only(probabilities, crop, ct))
+    out["restore"] = {"current": now, "foreground_box": new, "voxels_differing": int((classes != fast).sum())}
+
+    labels = geometry.array_to_image(pipeline.OUTPUT_LOOKUP[classes], ct)
+    full, now = measured(lambda: vertebra_measurements(ct, labels))
+    nonzero = np.argwhere(sitk.GetArrayViewFromImage(labels))
+    if nonzero.size:
+        lower = np.maximum(nonzero.min(axis=0) - 1, 0)[::-1]
+        size = (np.minimum(nonzero.max(axis=0) + 2, ct.GetSize()[::-1])[::-1] - lower)
+        roi = functools.partial(sitk.RegionOfInterest, size=[int(s) for s in size], index=[int(i) for i in lower])
+        sub, new = measured(lambda: vertebra_measurements(roi(ct), roi(labels)))
+        same = {name: {k: v for k, v in values.items() if k not in ("touches_fov_border",)}
+                for name, values in full.items()} == {
+            name: {k: v for k, v in values.items() if k not in ("touches_fov_border",)} for name, values in sub.items()}
+        out["measurements"] = {"current_full_grid": now, "label_box_only": new, "same_values": same}
+
+    with tempfile.TemporaryDirectory(prefix="lumbarseg-hotspots-") as scratch:
+        out["write"] = write_comparison(labels, Path(scratch))
+    return out
+
+
+def write_comparison(labels: sitk.Image, scratch: Path) -> dict:
+    """Writing the label map: NIfTI gzip default vs level 1, ``.seg.nrrd`` gzip level 9 (slicerio) vs 1."""
+    timings = {}
+    for name, level in (("nifti default", -1), ("nifti level 1", 1)):
+        path = scratch / f"{name.replace(' ', '_')}.nii.gz"
+        _, timings[name] = measured(lambda: sitk.WriteImage(labels, str(path), True, level))
+        timings[name]["mb"] = round(path.stat().st_size / 2**20, 2)
+    original = seg_nrrd.slicerio.write_segmentation
+    for name, level in (("seg.nrrd level 9 (current)", 9), ("seg.nrrd level 1", 1)):
+        path = scratch / f"level{level}.seg.nrrd"
+        seg_nrrd.slicerio.write_segmentation = functools.partial(original, compression_level=level)
+        try:
+            _, timings[name] = measured(lambda: seg_nrrd.write_seg_nrrd(labels, path))
+        finally:
+            seg_nrrd.slicerio.write_segmentation = original
+        timings[name]["mb"] = round(path.stat().st_size / 2**20, 2)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.hotspots", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--localizer", type=Path)
+    parser.add_argument("--xunet", type=Path)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "hotspots.json")
+    args = parser.parse_args(argv)
+    result = compare(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
