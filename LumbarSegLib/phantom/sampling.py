@@ -46,11 +46,11 @@ class _Sampler:
     def build(self) -> Anatomy:
         rng = self.rng
         plan = level_plan(self.variant)
-        scale = self.u(0.88, 1.12)
+        scale = self.u(0.92, 1.15)
         self.osteoporosis = rng.random() < 0.2
         base_cancellous = self.u(60, 130) if self.osteoporosis else self.u(150, 320)
         cortical = self.u(650, 1100) if self.osteoporosis else self.u(750, 1200)
-        cortex = self.u(0.7, 1.2) if self.osteoporosis else self.u(1.0, 2.0)
+        cortex = self.u(0.5, 0.9) if self.osteoporosis else self.u(0.9, 1.6)
         trabecular = self.u(25, 60)
         degenerative = rng.random() < 0.35
 

@@ -58,14 +58,15 @@ def ellipse(u, v, a: float, b: float):
     """Signed distance to an ellipse with semi-axes a, b (2D, first order)."""
     k0 = np.sqrt((u / a) ** 2 + (v / b) ** 2)
     k1 = np.sqrt((u / (a * a)) ** 2 + (v / (b * b)) ** 2)
-    return (k0 - 1.0) * k0 / np.maximum(k1, _EPS)
+    # The epsilons make the ratio tend to min(a, b) at the centre instead of 0/0.
+    return (k0 - 1.0) * (k0 + _EPS) / (k1 + _EPS / np.minimum(a, b))
 
 
 def ellipsoid(u, v, w, a: float, b: float, c: float):
     """Signed distance to an ellipsoid with semi-axes a, b, c (first order)."""
     k0 = np.sqrt((u / a) ** 2 + (v / b) ** 2 + (w / c) ** 2)
     k1 = np.sqrt((u / (a * a)) ** 2 + (v / (b * b)) ** 2 + (w / (c * c)) ** 2)
-    return (k0 - 1.0) * k0 / np.maximum(k1, _EPS)
+    return (k0 - 1.0) * (k0 + _EPS) / (k1 + _EPS / np.minimum(np.minimum(a, b), c))
 
 
 def capsule(u, v, w, p0, p1, r0: float, r1: float | None = None):
