@@ -520,6 +520,10 @@ def _fraction_above(array: np.ndarray, threshold: float) -> float:
 # --- DICOM -------------------------------------------------------------------------------------------------
 
 
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010) little and big endian
+_SAME_POSITION_MM = 1e-3
+
+
 @dataclass(frozen=True)
 class _DicomSlice:
     file: str
@@ -576,12 +580,18 @@ def _read_dicom_folder(p: Path, shown: str) -> sitk.Image:
 
 
 def _check_unlisted_dicom_files(p: Path, listed: set[str], shown: str) -> None:
-    """GDCM silently leaves out DICOM files it cannot parse; a truncated slice must not vanish unnoticed."""
+    """GDCM silently leaves out DICOM files it cannot parse; a truncated slice must not vanish unnoticed.
+
+    Only files with the DICOM preamble and a Pixel Data element count: non-image objects in the folder
+    (dose reports, presentation states, DICOMDIR) are left out by GDCM on purpose.
+    """
     for child in sorted(p.iterdir()):
-        if child.name.upper() == "DICOMDIR" or not child.is_file() or os.path.normpath(child) in listed:
+        if not child.is_file() or os.path.normpath(child) in listed:
             continue
         with open(child, "rb") as stream:
             if stream.read(132)[128:] != b"DICM":
+                continue
+            if not any(tag in stream.read() for tag in _PIXEL_DATA_TAGS):
                 continue
         reader = sitk.ImageFileReader()
         reader.SetFileName(os.fspath(child))
@@ -601,7 +611,7 @@ def _read_dicom_slice(file: str, shown: str) -> _DicomSlice:
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            raise InputError(f"{shown}: DICOM file {Path(file).name} is corrupt") from None
+            raise InputError(f"{shown}: DICOM file {Path(file).name} is corrupt or truncated") from None
     tags = {key: reader.GetMetaData(key).strip() for key in ("0020|0032", "0020|0037", "0008|0060")
             if reader.HasMetaDataKey(key)}
     try:
@@ -633,7 +643,7 @@ def _read_single_dicom(file: str, shown: str) -> sitk.Image:
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            raise InputError(f"{shown}: DICOM file {Path(file).name} is corrupt") from None
+            raise InputError(f"{shown}: DICOM file {Path(file).name} is corrupt or truncated") from None
     header = ImageHeader.from_reader(reader)
     _check_header(header, shown)
     check_memory(header, shown)
@@ -666,13 +676,13 @@ def _order_dicom_slices(slices: list[_DicomSlice], shown: str) -> list[_DicomSli
     ordered = sorted(slices, key=lambda s: float(s.position @ normal))
     heights = np.array([float(s.position @ normal) for s in ordered])
     gaps = np.diff(heights)
-    step = float(np.median(gaps))
-    duplicates = int(np.count_nonzero(gaps < 1e-3 * max(step, 1e-3)))
-    if duplicates or step <= 0:
+    repeated = int(np.count_nonzero(gaps < _SAME_POSITION_MM))
+    if repeated:
         raise InputError(
-            f"{shown}: {duplicates + 1} DICOM slices share the same position "
+            f"{shown}: {repeated} DICOM slices repeat the position of another slice "
             "(several acquisitions mixed in one series?)"
         )
+    step = float(np.median(gaps))
     regular = heights[0] + (heights[-1] - heights[0]) * np.arange(len(heights)) / (len(heights) - 1)
     if np.abs(heights - regular).max() > DICOM_GRID_TOLERANCE * step:
         raise InputError(

@@ -188,7 +188,18 @@ def test_dicom_folder_reads_the_series_with_most_slices(tmp_path):
     assert read_ct(folder).GetSize() == image.GetSize()
 
 
-@pytest.mark.parametrize("name", ["sub-verse006_ct.nii.gz", "sub-tsexample_ct.nii.gz", "sub-verse012_ct.nii.gz"])
+def test_dicom_folder_with_a_non_image_object_reads(tmp_path):
+    # A DICOM file without Pixel Data (like a dose report or presentation state) is not part of the volume.
+    image = ct_image()
+    folder = write_dicom_series(image, tmp_path / "series")
+    data = (folder / "IM0000.dcm").read_bytes()
+    (folder / "report.dcm").write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])
+    assert read_ct(folder).GetSize() == image.GetSize()
+
+
+@pytest.mark.parametrize(
+    "name", ["sub-tsexample_ct.nii.gz", "sub-verse006_ct.nii.gz", "sub-verse007_ct.nii.gz", "sub-verse012_ct.nii.gz"]
+)
 def test_real_ct_reads(name):
     path = REAL_CT / name.split("_")[0] / name
     if not path.exists():
@@ -325,9 +336,11 @@ def test_truncated_file(tmp_path, suffix, compress):
     assert "truncated" in rejection(path)
 
 
-def test_truncated_dicom_slice(tmp_path):
+@pytest.mark.parametrize("index", [5, -1])
+def test_truncated_dicom_slice(tmp_path, index):
+    # GDCM drops unreadable files from the series; the last slice would vanish without this check.
     folder = write_dicom_series(ct_image(), tmp_path / "series")
-    victim = sorted(folder.glob("*.dcm"))[5]
+    victim = sorted(folder.glob("*.dcm"))[index]
     victim.write_bytes(victim.read_bytes()[:-200])
     assert f"{victim.name} is corrupt" in rejection(folder)
 
@@ -468,7 +481,7 @@ def test_dicom_with_a_missing_slice(tmp_path):
 
 def test_dicom_with_duplicate_positions(tmp_path):
     folder = write_dicom_series(ct_image(), tmp_path / "dup", duplicate=4)
-    assert "same position" in rejection(folder)
+    assert "1 DICOM slices repeat the position" in rejection(folder)
 
 
 # --- quietness ---------------------------------------------------------------------------------------------
