@@ -10,6 +10,8 @@ Transitional anatomy (labels are the VerSe values, counted from above):
   the sacral ala / iliac crest and a thin L5/S1 disc;
 - ``"11_ribs"``: T12 bears no ribs but keeps label 19 (VerSe counts from
   above), so the first rib-free vertebra is T12, not L1.
+Otherwise the last rib pair is at least 4 cm long, so "L1 = first vertebra
+without ribs or with rib stumps under 4 cm" agrees with the labels.
 """
 
 from __future__ import annotations

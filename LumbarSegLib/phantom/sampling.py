@@ -167,6 +167,7 @@ class _Sampler:
         return at
 
     def _rib_lengths(self, plan) -> dict[int, tuple[float, float]]:
+        """Rib lengths (right, left) in mm; the last rib pair is >= 40 mm, never a 'stump' (< 4 cm)."""
         rib_bearing = [lab for lab, _ in plan if lab < 20 or lab == 28]
         if self.variant == "11_ribs":
             rib_bearing.remove(19)
@@ -175,13 +176,13 @@ class _Sampler:
         for label in rib_bearing:
             from_last = rib_bearing[::-1].index(label)
             if from_last == 0:
-                base = self.u(30, 150)
+                base = self.u(48, 150)
             elif from_last == 1:
                 base = self.u(130, 220)
             else:
                 base = self.u(260, 320)
             if self.variant == "T13" and label == last:
-                base = self.u(30, 110)
+                base = self.u(48, 110)
             lengths[label] = (base * self.u(0.85, 1.0), base * self.u(0.85, 1.0))
         return lengths
 
