@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="real CT folder (default: ../shared/data/realct)")
     train.add_argument("--steps", type=int, help="override the config's step count")
     train.add_argument("--export", type=Path, help="copy the best model here when done")
+    train.add_argument("--init-from", type=Path, help="start from this model file (continues its step count)")
     add_run_options(train, progress=False)
     return parser
 
@@ -158,5 +159,5 @@ def command_train(args: argparse.Namespace) -> int:
 
     config = args.config or Path(__file__).parent / "training" / "configs" / f"{args.network}.json"
     train(config_path=config, out_dir=args.out, data_dir=args.data, device_name=args.device, threads=args.threads,
-          steps=args.steps, export=args.export)
+          steps=args.steps, export=args.export, init_from=args.init_from)
     return 0

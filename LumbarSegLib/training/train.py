@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from LumbarSegLib import __version__
 from LumbarSegLib.inference import precision_context, select_device
 from LumbarSegLib.labels import NETWORK_CLASSES
-from LumbarSegLib.models import ModelSpec, build_network, save_model
+from LumbarSegLib.errors import ModelError
+from LumbarSegLib.models import ModelSpec, build_network, load_model, save_model
 from LumbarSegLib.training.data import Sample, SampleFactory, load_real_cases
 from LumbarSegLib.training.losses import deep_supervision_loss, masked_bce_dice
 
@@ -68,13 +69,12 @@ def model_spec(config: dict, *, training: dict | None = None) -> ModelSpec:
     )
 
 
-def learning_rate(step: int, config: dict) -> float:
-    """Linear warm-up, then cosine decay to 2 % of the peak at ``steps``."""
+def learning_rate(step: int, config: dict, *, optimizer_start: int = 0) -> float:
+    """Cosine decay to 2 % of the peak at ``steps``, with a linear warm-up whenever an optimizer starts."""
     peak, warmup, total = config["learning_rate"], config["warmup_steps"], config["steps"]
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    progress = min(1.0, step / max(1, total))
+    cosine = peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cosine * min(1.0, (step - optimizer_start + 1) / warmup)
 
 
 def compute_loss(kind: str, outputs, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -103,8 +103,15 @@ def validation_dice(net: torch.nn.Module, kind: str, batches: list, device: torc
 
 
 def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, device_name: str = "auto",
-          threads: int | None = None, steps: int | None = None, export: Path | None = None) -> Path:
-    """Train (or resume training) one network; returns the path of the best model file."""
+          threads: int | None = None, steps: int | None = None, export: Path | None = None,
+          init_from: Path | None = None) -> Path:
+    """Train (or resume training) one network; returns the path of the best model file.
+
+    Resumes from ``out_dir/checkpoint.pt`` when it exists. Otherwise
+    ``init_from`` (a model file, e.g. the bundled weights) continues a run in a
+    new folder: weights and step count come from the file, the optimizer starts
+    afresh with a new warm-up.
+    """
     config = json.loads(Path(config_path).read_text())
     if steps is not None:
         config["steps"] = steps
@@ -128,13 +135,23 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
     net = build_network(model_spec(config)).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
     checkpoint_path = out_dir / "checkpoint.pt"
-    step, best, elapsed = 0, -1.0, 0.0
+    step, best, elapsed, optimizer_start = 0, -1.0, 0.0, 0
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, elapsed = state["step"], state["best"], state.get("seconds", 0.0)
+        optimizer_start = state.get("optimizer_start", 0)
         print(f"resuming {kind} at step {step}", flush=True)
+    elif init_from is not None:
+        initial, initial_spec = load_model(init_from)
+        if initial_spec.kind != kind or tuple(initial_spec.channels) != tuple(config["channels"]):
+            raise ModelError(f"{init_from} is not a {kind} with channels {config['channels']}")
+        net.load_state_dict(initial.state_dict())
+        step = int(initial_spec.training.get("steps", 0))
+        elapsed = float(initial_spec.training.get("seconds", 0.0))
+        print(f"continuing {kind} from {init_from} at step {step}", flush=True)
+        optimizer_start = step
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     batch = int(config["batch_size"])
     loader = DataLoader(
@@ -144,7 +161,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
 
     def save_checkpoint() -> None:
         torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best,
-                    "seconds": elapsed, "config": config}, out_dir / "checkpoint.tmp")
+                    "seconds": elapsed, "optimizer_start": optimizer_start, "config": config}, out_dir / "checkpoint.tmp")
         (out_dir / "checkpoint.tmp").replace(checkpoint_path)
 
     def training_facts() -> dict:
@@ -158,7 +175,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
     try:
         for image, target, valid in loader:
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config)
+                group["lr"] = learning_rate(step, config, optimizer_start=optimizer_start)
             with precision_context(device):
                 outputs = net(image.to(device))
             loss = compute_loss(kind, [o.float() for o in outputs] if isinstance(outputs, list) else outputs.float(),
