@@ -156,3 +156,29 @@ def test_verse_values_only(phantom_run):
     folder, *_ = phantom_run
     values = set(np.unique(sitk.GetArrayViewFromImage(sitk.ReadImage(str(folder / "out" / "case_seg.nii.gz")))))
     assert values <= {0, *LUMBAR_VALUES, 25}
+
+
+@pytest.mark.parametrize("stage", ["localize", "segment"])
+def test_sigterm_mid_run_leaves_output_folder_as_it_was(tmp_path, stage):
+    import signal
+    import time
+
+    ct, _, _ = make_phantom(3, kind="lumbar", spacing=(1.5, 1.5, 2.0))
+    path = write(ct, tmp_path / "case.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user file")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "LumbarSegLib", "segment", str(path), "-o", str(out),
+                              "--progress", "machine", "--threads", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.time() + 300
+    for line in child.stdout:
+        if line.startswith("PROGRESS") and line.split()[2] == stage or time.time() > deadline:
+            break
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lumbarseg: error: cancelled"), stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
