@@ -73,7 +73,7 @@ def test_rib_bearing_levels_follow_the_variant():
         assert all(max(v.ribs) == 0 for v in anatomy.vertebrae if 20 <= v.label <= 25)
     t13 = sample_anatomy(4, variant="T13")
     assert [v.label for v in t13.vertebrae if max(v.ribs) > 0][-1] == 28
-    for seed in range(40):
+    for seed in range(15):
         for variant in ("normal", "T13", "L6", "sacralized_L5"):
             last = [v for v in sample_anatomy(seed, variant=variant).vertebrae if max(v.ribs) > 0][-1]
             assert min(last.ribs) >= 40  # never a stump that would make it "L1" by the rib rule
