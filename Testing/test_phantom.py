@@ -108,15 +108,16 @@ def test_lumbar_levels_in_cranio_caudal_order_with_plausible_sizes():
 def test_tissue_intensities_are_realistic():
     anatomy = sample_anatomy(3, variant="normal")
     l3, l4 = anatomy.vertebra(22), anatomy.vertebra(23)
-    lo, hi = l3.frame.world_box(-np.array([l3.width, l3.depth, l3.height]) / 2,
-                                np.array([l3.width, l3.depth, l3.height]) / 2)
+    lo, hi = l3.frame.world_box(-np.array([l3.width, l3.depth, l3.height]) / 2 - 5,
+                                np.array([l3.width, l3.depth, l3.height]) / 2 + 5)
     ct, _ = render(anatomy, Grid.covering(lo, hi, spacing=0.7), realism=False)
     cancellous = _hu_at(ct, l3.frame.to_world((0, 0, 0)))
     ray = [l3.frame.to_world((0, -d, 0)) for d in np.arange(0, l3.depth / 2 + 3, 0.25)]
     cortical = max(_hu_at(ct, p) for p in ray)
     bottom = l3.frame.to_world((0, 0, -l3.height / 2))
     top = l4.frame.to_world((0, 0, l4.height / 2))
-    disc_ct, _ = render(anatomy, Grid.covering(top - 3, bottom + 3, spacing=1.0), realism=False)
+    disc_grid = Grid.covering(np.minimum(top, bottom) - 5, np.maximum(top, bottom) + 5, spacing=1.0)
+    disc_ct, _ = render(anatomy, disc_grid, realism=False)
     disc = _hu_at(disc_ct, (bottom + top) / 2)
     assert cortical > 600 and 0 < cancellous < 450 and cortical > cancellous > disc
     assert 50 < disc < 110

@@ -143,8 +143,10 @@ class _Sampler:
         rng = self.rng
         s = np.arange(-170.0, top + _STEP, _STEP)
         theta0 = np.radians(self.u(25, 45))
-        lordosis = np.radians(self.u(30, 60))
-        kyphosis = np.radians(self.u(0.1, 0.25))
+        # Sagittal balance: L1 leans back by 10-25 degrees, so that the kyphosis above brings the
+        # thoracic spine back over the sacrum.
+        lordosis = theta0 + np.radians(self.u(10, 25))
+        kyphosis = np.radians(self.u(0.1, 0.2))
         sacral = np.radians(self.u(0.2, 0.35))
         theta = np.where(
             s < 0, theta0 + sacral * s,
@@ -201,10 +203,11 @@ class _Sampler:
     # -- body and soft tissue --------------------------------------------------------------------
     def _body(self) -> Body:
         lumbar = [v for v in self.vertebrae if not v.thoracic]
-        back = max(v.frame.to_world((0, v.depth / 2 + 2 * v.canal[1] + 6 + v.sp_length * np.cos(v.sp_angle), 0))[1]
-                   for v in lumbar)
+        self.erector = self.u(0.9, 1.15)
+        back = max(v.frame.to_world((0, v.depth / 2 + 2 * v.canal[1] + max(
+            6 + v.sp_length * np.cos(v.sp_angle), 4 + 1.5 * 24 * self.erector * 1.05), 0))[1] for v in lumbar)
         fat = self.u(8, 45)
-        back_y = back + self.u(8, 22) + fat * 0.6
+        back_y = back + self.u(5, 15) + fat * 0.6
         half_depth = self.u(92, 122) + fat * 0.9
         half_width = self.u(135, 165) + fat * 1.1
         table_thickness = self.u(10, 45)
@@ -324,13 +327,14 @@ class _Sampler:
             soft.append(Tube(f"quadratus_{side}", tuple(map(tuple, ql)), (6,) + (12,) * (len(ql) - 1), muscle))
             erector, eradii = [], []
             for v in self.vertebrae:
-                r = 18 if v.thoracic else 24
-                erector.append(v.frame.to_world((side * (14 + r), v.depth / 2 + 2 * v.canal[1] + 12 + r * 0.6, 0)))
-                eradii.append(r * self.u(0.9, 1.15))
+                r = (18 if v.thoracic else 24) * self.erector * self.u(0.95, 1.05)
+                erector.append(v.frame.to_world((side * (14 + r), v.depth / 2 + 2 * v.canal[1] + 4 + r * 0.5, 0)))
+                eradii.append(r)
             erector.append(self.sacrum[2].frame.to_world((side * 30, 40, 0)))
             eradii.append(12)
             soft.append(Tube(f"erector_{side}", tuple(map(tuple, erector)), tuple(eradii), muscle, aspect=0.8))
-            blob(f"gluteus_{side}", (side * (inner_x * 0.75), s1[1] + 30, s1[2] - 75), (55, 50, 80), muscle,
+            blob(f"gluteus_{side}", (side * (inner_x * 0.75), body.back_y - body.fat * 0.8 - 50, s1[2] - 75),
+                 (55, 45, 80), muscle,
                  yaw=side * 0.4)
             blob(f"iliacus_{side}", (side * 85, s1[1] - 30, s1[2] - 5), (30, 18, 45), muscle, yaw=-side * 0.7)
         return tuple(soft)
@@ -344,6 +348,18 @@ class _Sampler:
         tubercle = v.frame.to_world((v.width / 2 + 20, v.depth / 2 + 16, v.height * 0.05))
         psi0 = np.arcsin(min(0.9, abs(tubercle[0] - body.centre_x) / cage_a))
         return body.centre_x, float(tubercle[1] - cage_b * np.cos(psi0)), cage_a, cage_b
+
+    def _inside_wall(self, point: np.ndarray) -> np.ndarray:
+        """``point`` pulled radially inside the abdominal wall if it lies beyond."""
+        body = self.body
+        semi = np.array([body.half_width - body.fat - 6, body.half_depth - body.fat - 6])
+        centre = np.array([body.centre_x, body.centre_y])
+        out = point.copy()
+        ratio = float(np.linalg.norm((point[:2] - centre) / semi))
+        if ratio > 1:
+            out[:2] = centre + (point[:2] - centre) / ratio
+        out[1] = min(out[1], body.back_y - body.fat - 6)
+        return out
 
     def _ribs(self) -> tuple:
         body = self.body
@@ -369,7 +385,7 @@ class _Sampler:
                     if travelled + step > length:
                         point = points[-1] + (point - points[-1]) * (length - travelled) / step
                         step = length - travelled
-                    points.append(point)
+                    points.append(self._inside_wall(point))
                     travelled += step
                 radius = self.u(3.5, 4.5)
                 marrow = Material(hu=self.u(150, 300), cortex=self.u(0.8, 1.5), cortical_hu=self.u(700, 1100))

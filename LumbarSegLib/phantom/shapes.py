@@ -103,18 +103,20 @@ def waves(u, v, w, params) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=8)
-def _lattice(seed: int) -> np.ndarray:
+@lru_cache(maxsize=32)
+def _lattice(seed: int, order: int) -> np.ndarray:
+    """Random unit-variance lattice, spline-prefiltered for interpolation of ``order``."""
     rng = np.random.default_rng(seed)
     lattice = ndimage.gaussian_filter(rng.standard_normal((32, 32, 32)), 0.6, mode="wrap")
-    return (lattice / lattice.std()).astype(np.float32)
+    lattice = (lattice / lattice.std()).astype(np.float32)
+    return ndimage.spline_filter(lattice, order, mode="grid-wrap") if order > 1 else lattice
 
 
 def speckle(u, v, w, *, cell: float, seed: int, order: int = 1) -> np.ndarray:
     """Smooth unit-variance noise of physical coordinates (period 32 cells), e.g. trabecular texture."""
     scale = np.float32(1.0 / cell)
     coords = np.stack([np.ravel(u * scale), np.ravel(v * scale), np.ravel(w * scale)])
-    out = ndimage.map_coordinates(_lattice(seed), coords, order=order, mode="grid-wrap")
+    out = ndimage.map_coordinates(_lattice(seed, order), coords, order=order, mode="grid-wrap", prefilter=False)
     return out.reshape(np.shape(u))
 
 

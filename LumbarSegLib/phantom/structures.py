@@ -56,17 +56,19 @@ def structures(anatomy: Anatomy) -> tuple[Structure, ...]:
 
 # -- generic items --------------------------------------------------------------------------------
 def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
-    u, v, w = local
     hu = np.full(sdf.shape, material.hu, np.float32)
+    if material.texture or material.mottled_gas:
+        inside = sdf < ctx.h
+        u, v, w = (np.broadcast_to(c, sdf.shape)[inside] for c in local)
     if material.texture and material.cortex:
-        hu += shapes.speckle(u, v, w, cell=1.4, seed=int(material.hu)) * np.float32(material.texture)
+        hu[inside] += shapes.speckle(u, v, w, cell=1.4, seed=int(material.hu)) * np.float32(material.texture)
     elif material.texture:
         # Seeded by the material's numbers, not hash(): that must not vary between processes.
         rng = np.random.default_rng([int(abs(material.hu) * 1000), int(material.texture * 1000)])
-        hu += shapes.waves(u, v, w, _waves(rng, material.texture))
+        hu[inside] += shapes.waves(u, v, w, _waves(rng, material.texture))
     if material.mottled_gas:
         bubbles = shapes.speckle(u, v, w, cell=4.0, seed=int(material.hu * 100) % 1000, order=3)
-        hu = np.where(bubbles > np.float32(1.6 - 2.4 * material.mottled_gas), np.float32(-1000), hu)
+        hu[inside] = np.where(bubbles > np.float32(1.6 - 2.4 * material.mottled_gas), np.float32(-1000), hu[inside])
     if material.gas_level is not None and world_y is not None:
         hu = np.where(world_y < material.gas_level, np.float32(-1000), hu)
     if material.cortex:
@@ -155,22 +157,17 @@ def _body(anatomy: Anatomy) -> Structure:
     lo = np.array([body.centre_x - pad, body.centre_y - body.half_depth - 5, -_FAR])
     hi = np.array([body.centre_x + pad, body.back_y + 5, _FAR])
     rng = np.random.default_rng(anatomy.seed)
-    fat_texture = _waves(rng, 8.0, (6.0, 30.0))
-
-    def outline(x, y, z, inset):
-        hips = np.clip((body.hip_z - z) / 80.0, 0.0, 1.0)
-        a = np.float32(body.half_width - inset) * (1 + np.float32(body.hip_gain) * hips * hips * (3 - 2 * hips))
-        sdf = shapes.ellipse(x, y, a, np.float32(body.half_depth - inset))
-        return np.maximum(sdf, y - np.float32(back - inset))
+    fat_texture = _waves(rng, 8.0, (6.0, 30.0), count=2)
 
     def field(block, ctx):
         x, y, z = block.local(frame)
-        sdf = outline(x, y, z, 0.0)
-        muscle = outline(x, y, z, body.fat)
-        visceral = outline(x, y, z, body.fat + body.wall)
+        hips = np.clip((body.hip_z - z) / 80.0, 0.0, 1.0)
+        a = np.float32(body.half_width) * (1 + np.float32(body.hip_gain) * hips * hips * (3 - 2 * hips))
+        sdf = np.maximum(shapes.ellipse(x, y, a, np.float32(body.half_depth)), y - np.float32(back))
+        # Subcutaneous fat, abdominal wall and visceral fat as layers parallel to the skin.
         fat = np.float32(body.fat_hu) + shapes.waves(x, y, z, fat_texture)
-        hu = np.where(muscle < 0, np.float32(body.muscle_hu), fat)
-        hu = np.where(visceral < 0, fat + np.float32(10.0), hu)
+        hu = np.where(sdf < -body.fat, np.float32(body.muscle_hu), fat)
+        hu = np.where(sdf < -(body.fat + body.wall), fat + np.float32(10.0), hu)
         return sdf, hu
 
     return Structure("body", lo, hi, field)
