@@ -320,8 +320,13 @@ def _vertebra(v: Vertebra) -> Structure:
         inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 120))
         u, vv, w = block.local(frame)
         inside = sdf < ctx.h
+        # Trabecular speckle stretched along the body axis (vertical trabeculae).
         inner[inside] += shapes.waves(u[inside], vv[inside], w[inside], v.texture) * np.float32(0.5) + \
-            shapes.speckle(u[inside], vv[inside], w[inside], cell=1.3, seed=v.label) * np.float32(v.trabecular)
+            shapes.speckle(u[inside], vv[inside], w[inside] * np.float32(0.45), cell=1.3, seed=v.label) * \
+            np.float32(v.trabecular)
+        # Basivertebral venous channel: a small dark gap behind the middle of the body.
+        channel = (shapes.ellipse(u, vv - (b - 5.0), 2.0, 5.0) < 0) & (np.abs(w) < 2.5) & (body < 0)
+        inner[channel] = np.float32(40.0)
         if spurs is not None:
             inner = np.where(spurs < body, np.float32(v.cortical_hu), inner)
         if v.sclerosis:
