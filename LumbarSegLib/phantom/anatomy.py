@@ -1,7 +1,8 @@
-"""Random anatomy of a phantom patient: spine, pelvis, ribs, organs, implants.
+"""Anatomy model of a phantom patient (spine, pelvis, ribs, organs, implants) and its fields of view.
 
 Everything is in LPS millimetres (x = patient left, y = posterior, z = superior).
-Sampling is deterministic for a seed; rendering only reads the sampled numbers.
+``sampling.sample_anatomy`` draws one deterministically from a seed; rendering only
+reads the sampled numbers.
 
 Transitional anatomy (labels are the VerSe values, counted from above):
 - ``"T13"``: a 13th rib-bearing vertebra (label 28) between T12 and L1;

@@ -8,7 +8,7 @@ from .anatomy import (
     _DEPTH, _DISC, _HEIGHT, _SP_ANGLE, _SP_LENGTH, _TP_LENGTH, _WIDTH, VARIANTS,
     Anatomy, Blob, Body, IliacWing, Material, SacralSegment, Tube, Vertebra, frame_along, interpolate, level_plan,
 )
-from .shapes import Frame, rotation
+from .shapes import Frame, random_waves, rotation
 
 _STEP = 1.0  # mm, arc-length step of the spine curve
 
@@ -21,16 +21,6 @@ def sample_anatomy(seed: int, *, variant: str | None = None) -> Anatomy:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     return _Sampler(int(seed), variant, rng).build()
-
-
-def _texture(rng: np.random.Generator, amplitude: float, wavelength=(2.5, 9.0), count: int = 4):
-    rows = []
-    for _ in range(count):
-        direction = rng.normal(size=3)
-        k = 2 * np.pi / rng.uniform(*wavelength) * direction / np.linalg.norm(direction)
-        rows.append((float(k[0]), float(k[1]), float(k[2]), float(rng.uniform(0, 2 * np.pi)),
-                     float(amplitude / np.sqrt(count) * rng.uniform(0.6, 1.4))))
-    return tuple(rows)
 
 
 class _Sampler:
@@ -99,7 +89,7 @@ class _Sampler:
             if label == fracture:
                 wedge = heights[i] * self.u(0.2, 0.45)
                 cancellous += self.u(40, 120)
-            tp_length = interpolate(_TP_LENGTH, pos) * scale * self.u(0.85, 1.15)
+            tp_length = interpolate(_TP_LENGTH, pos) * scale * self.u(0.9, 1.1)
             tp_radius = (3.5 if thoracic else 4.0 + 0.6 * max(lumbar_rank - 2, 0)) * scale
             tp_drop = 0.0
             if self.variant == "sacralized_L5" and label == 24:
@@ -115,7 +105,7 @@ class _Sampler:
                 sp_length=interpolate(_SP_LENGTH, pos) * scale * self.u(0.85, 1.15),
                 sp_angle=interpolate(_SP_ANGLE, pos) + np.radians(rng.normal(0, 4)),
                 thoracic=thoracic, ribs=rib_pairs.get(label, (0.0, 0.0)),
-                texture=_texture(rng, self.u(15, 35)), trabecular=trabecular,
+                texture=random_waves(rng, self.u(15, 35), (2.5, 9.0)), trabecular=trabecular,
                 osteophyte=self.u(1.5, 4.0) if degenerative and pos >= 4 and rng.random() < 0.6 else 0.0,
                 sclerosis=self.u(80, 300) if degenerative and pos >= 6 and rng.random() < 0.4 else 0.0,
             ))

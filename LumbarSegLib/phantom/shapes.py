@@ -95,6 +95,17 @@ def union(*distances):
     return out
 
 
+def random_waves(rng: np.random.Generator, amplitude: float, wavelength=(3.0, 12.0), count: int = 4):
+    """Parameters for ``waves``: ``count`` plane waves in random directions, total std ~ ``amplitude``."""
+    rows = []
+    for _ in range(count):
+        d = rng.normal(size=3)
+        k = 2 * np.pi / rng.uniform(*wavelength) * d / np.linalg.norm(d)
+        rows.append((float(k[0]), float(k[1]), float(k[2]), float(rng.uniform(0, 2 * np.pi)),
+                     float(amplitude / np.sqrt(count))))
+    return tuple(rows)
+
+
 def waves(u, v, w, params) -> np.ndarray:
     """A smooth random texture: sum of plane waves; params rows are (ku, kv, kw, phase, amplitude)."""
     out = np.zeros(np.broadcast(u, v, w).shape, np.float32)

@@ -65,7 +65,7 @@ def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
     elif material.texture:
         # Seeded by the material's numbers, not hash(): that must not vary between processes.
         rng = np.random.default_rng([int(abs(material.hu) * 1000), int(material.texture * 1000)])
-        hu[inside] += shapes.waves(u, v, w, _waves(rng, material.texture))
+        hu[inside] += shapes.waves(u, v, w, shapes.random_waves(rng, material.texture))
     if material.mottled_gas:
         bubbles = shapes.speckle(u, v, w, cell=4.0, seed=int(material.hu * 100) % 1000, order=3)
         hu[inside] = np.where(bubbles > np.float32(1.6 - 2.4 * material.mottled_gas), np.float32(-1000), hu[inside])
@@ -74,16 +74,6 @@ def _material_hu(material: Material, sdf, local, ctx: Context, world_y=None):
     if material.cortex:
         hu = ctx.blend(sdf, hu, material.cortical_hu, material.cortex)
     return hu
-
-
-def _waves(rng: np.random.Generator, amplitude: float, wavelength=(3.0, 12.0), count: int = 4):
-    rows = []
-    for _ in range(count):
-        d = rng.normal(size=3)
-        k = 2 * np.pi / rng.uniform(*wavelength) * d / np.linalg.norm(d)
-        rows.append((float(k[0]), float(k[1]), float(k[2]), float(rng.uniform(0, 2 * np.pi)),
-                     float(amplitude / np.sqrt(count))))
-    return tuple(rows)
 
 
 def _item(item) -> list[Structure]:
@@ -157,7 +147,7 @@ def _body(anatomy: Anatomy) -> Structure:
     lo = np.array([body.centre_x - pad, body.centre_y - body.half_depth - 5, -_FAR])
     hi = np.array([body.centre_x + pad, body.back_y + 5, _FAR])
     rng = np.random.default_rng(anatomy.seed)
-    fat_texture = _waves(rng, 8.0, (6.0, 30.0), count=2)
+    fat_texture = shapes.random_waves(rng, 8.0, (6.0, 30.0), count=2)
 
     def field(block, ctx):
         x, y, z = block.local(frame)
