@@ -259,6 +259,10 @@ class _Sampler:
             centre = self._vertebra_point(label, (side * (first_l.width / 2 + 42), 6, 0))
             blob(f"kidney_{side}", centre, (26, 22, 55), Material(hu=kidney_hu, texture=6),
                  yaw=side * 0.5, pitch=-0.25)
+            blob(f"renal_sinus_{side}", centre - np.array([side * 12, 4, 0]), (9, 9, 28),
+                 Material(hu=body.fat_hu + 20, texture=5), yaw=side * 0.5, pitch=-0.25)
+        blob("gallbladder", (-inner_x * 0.3, front + 60, dome - 120), (18, 18, 35), Material(hu=self.u(0, 20)),
+             pitch=0.3)
         # Bowel: colon frame and small-bowel loops with air-fluid levels.
         oral = rng.random() < 0.2  # positive oral contrast: bright loops that are not bone
         colon_r = self.u(18, 28)
