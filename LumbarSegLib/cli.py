@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(demo)
 
     evaluate = commands.add_parser("evaluate", help="score the pipeline on a VerSe-layout folder")
-    evaluate.add_argument("--data", type=Path, required=True, help="folder with rawdata/ and derivatives/")
+    evaluate.add_argument("--data", type=Path, help="folder with rawdata/ and derivatives/ (VerSe layout)")
+    evaluate.add_argument("--phantoms", type=positive_int,
+                          help="also evaluate this many held-out phantoms (written to OUTDIR/phantoms)")
     evaluate.add_argument("-o", "--output", type=Path, default=Path("evaluation"), help="output folder")
     add_run_options(evaluate)
 
@@ -130,12 +132,18 @@ def command_segment(args: argparse.Namespace) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from LumbarSegLib.evaluation import evaluate_cases, find_cases, summarize, to_markdown, write_evaluation
+    from LumbarSegLib.errors import InputError
+    from LumbarSegLib.evaluation import (
+        evaluate_cases, find_cases, summarize, to_markdown, transitional_summary, write_evaluation,
+    )
     from LumbarSegLib.inference import select_device
     from LumbarSegLib.io import read_ct
+    from LumbarSegLib.phantom.dataset import write_phantom_cases
     from LumbarSegLib.pipeline import Models, StageTimer, segment_ct, set_threads
     from LumbarSegLib.progress import Progress
 
+    if args.data is None and args.phantoms is None:
+        raise InputError("give --data DIR, --phantoms N, or both")
     set_threads(args.threads)
     models = Models.bundled(select_device(args.device))
     quiet = Progress("none")
@@ -144,13 +152,20 @@ def command_evaluate(args: argparse.Namespace) -> int:
         result = segment_ct(read_ct(path), models, progress=quiet, timer=StageTimer())
         return result.labels, result.report
 
+    datasets = [("real", args.data, {})] if args.data is not None else []
+    if args.phantoms:
+        folder = args.output / "phantoms"
+        datasets.append(("phantoms", folder, write_phantom_cases(folder, count=args.phantoms)))
     progress = Progress(args.progress)
-    results = evaluate_cases(find_cases(args.data), segment_fn, progress=progress.report)
-    summary = summarize(results)
-    markdown_path, json_path = write_evaluation(results, summary, args.output)
-    print(to_markdown(results, summary))
-    print(markdown_path)
-    print(json_path)
+    for name, folder, variants in datasets:
+        results = evaluate_cases(find_cases(folder), segment_fn, progress=progress.report)
+        summary = summarize(results)
+        if variants:
+            summary["transitional"] = transitional_summary(results, variants)
+        markdown_path, json_path = write_evaluation(results, summary, args.output / name)
+        print(to_markdown(results, summary))
+        print(markdown_path)
+        print(json_path)
     return 0
 
 

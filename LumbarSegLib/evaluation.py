@@ -33,6 +33,7 @@ LOG = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 CT_SUFFIX = "_ct"
 TRUTH_SUFFIX = "_seg-vert_msk"
+TRANSITIONAL_FLAG = "transitional_anatomy"
 
 SegmentFn = Callable[[Path], Tuple[sitk.Image, dict]]
 ProgressFn = Callable[[float, str], None]
@@ -113,6 +114,24 @@ def summarize(results: Sequence[CaseResult]) -> dict:
     }
 
 
+def transitional_summary(results: Sequence[CaseResult], variants: dict[str, str]) -> dict:
+    """How often a sixth lumbar vertebra is flagged, for cases with and without one.
+
+    Args:
+        results: evaluated cases.
+        variants: case -> anatomical variant (``L6`` has six lumbar vertebrae).
+    """
+    flagged = {r.case: any(f.startswith(TRANSITIONAL_FLAG) for f in r.flags) for r in results if r.case in variants}
+    with_l6 = [case for case in flagged if variants[case] == "L6"]
+    without = [case for case in flagged if variants[case] != "L6"]
+    return {
+        "l6_cases": len(with_l6),
+        "l6_flagged": sum(flagged[case] for case in with_l6),
+        "other_cases": len(without),
+        "other_flagged": sum(flagged[case] for case in without),
+    }
+
+
 def to_markdown(results: Sequence[CaseResult], summary: dict) -> str:
     """Render a summary table and a per-case, per-level table as Markdown."""
     lines = [
@@ -138,6 +157,7 @@ def to_markdown(results: Sequence[CaseResult], summary: dict) -> str:
         "HD95/ASSD means are over predicted levels; a level missing from the prediction counts as Dice 0, "
         "not identified. Identified: predicted centroid < 20 mm from the true one and no other vertebra closer.",
         "",
+        *_transitional_lines(summary.get("transitional")),
         "## Per case",
         "",
         "| case | level | Dice | HD95 (mm) | ASSD (mm) | centroid error (mm) | identified |",
@@ -214,7 +234,7 @@ def _failed_case(case: str, truth: sitk.Image, seconds: float, error: str) -> Ca
 
 def _flag_text(flag: object) -> str:
     if isinstance(flag, dict) and "message" in flag:
-        return str(flag["message"])
+        return f"{flag['code']}: {flag['message']}" if "code" in flag else str(flag["message"])
     return str(flag)
 
 
@@ -231,6 +251,17 @@ def _level_summary(metrics: list[dict]) -> dict:
         "identification_rate": sum(m["identified"] for m in metrics) / len(metrics) if metrics else None,
         "not_predicted": sum(not m["predicted"] for m in metrics),
     }
+
+
+def _transitional_lines(transitional: Optional[dict]) -> list[str]:
+    if not transitional:
+        return []
+    return [
+        f"Transitional anatomy: L6 flagged in {transitional['l6_flagged']} of {transitional['l6_cases']} cases "
+        f"with six lumbar vertebrae; flagged in {transitional['other_flagged']} of {transitional['other_cases']} "
+        "cases without.",
+        "",
+    ]
 
 
 def _number(value: Optional[float], digits: int) -> str:
