@@ -33,7 +33,10 @@ def write_phantom_cases(folder: Path, *, count: int, seed: int = HELD_OUT_SEED) 
         variant = VARIANT_CYCLE[index % len(VARIANT_CYCLE)]
         anatomy = sample_anatomy(seed + index, variant=variant)
         rng = np.random.default_rng([seed, index])
-        grid = random_grid(anatomy, rng, spacing_range=EVALUATION_SPACING_MM, max_voxels=EVALUATION_MAX_VOXELS)
+        # Transitional cases get a field of view that shows the whole lumbar spine, or there is nothing to flag.
+        kind = None if variant == "normal" else ("abdomen", "lumbar")[index // len(VARIANT_CYCLE) % 2]
+        grid = random_grid(anatomy, rng, spacing_range=EVALUATION_SPACING_MM, max_voxels=EVALUATION_MAX_VOXELS,
+                           kind=kind)
         ct, labels = render(anatomy, grid, realism=True, seed=seed + index)
         for kind, image, suffix in (("rawdata", ct, "_ct"), ("derivatives", labels, "_seg-vert_msk")):
             target = folder / kind / case
