@@ -115,6 +115,7 @@ class Vertebra:
     trabecular: float = 40.0    # HU amplitude of the trabecular speckle
     osteophyte: float = 0.0     # radius (mm) of the anterolateral endplate-rim osteophytes, 0 = none
     sclerosis: float = 0.0      # extra HU of the subchondral bone under the endplates (degeneration)
+    arch: tuple[float, float, float] = (1.0, 1.0, 1.0)  # scale of lamina thickness, facets, spinous height
 
     def local_box(self) -> tuple[np.ndarray, np.ndarray]:
         reach = self.width / 2 + self.tp_length + self.tp_radius + 2
@@ -174,6 +175,8 @@ class Anatomy:
     listhesis_level: int | None = None   # label of the vertebra slipped forward (with all above)
     osteoporosis: bool = False
     disc_heights: tuple[float, ...] = field(default=())  # below each vertebra
+    disc_hu: tuple[float, ...] = ()                      # mean HU of the disc below each vertebra
+    vacuum_discs: tuple[int, ...] = ()                   # labels above degenerated discs with a gas cleft
 
     def vertebra(self, label: int) -> Vertebra:
         for v in self.vertebrae:

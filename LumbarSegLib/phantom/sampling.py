@@ -108,6 +108,7 @@ class _Sampler:
                 texture=random_waves(rng, self.u(15, 35), (2.5, 9.0)), trabecular=trabecular,
                 osteophyte=self.u(1.5, 4.0) if degenerative and pos >= 4 and rng.random() < 0.6 else 0.0,
                 sclerosis=self.u(80, 300) if degenerative and pos >= 6 and rng.random() < 0.4 else 0.0,
+                arch=(self.u(0.85, 1.2), self.u(0.85, 1.2), self.u(0.8, 1.2)),
             ))
         self.vertebrae = vertebrae
         self.sacrum = self._sacrum(scale)
@@ -118,6 +119,8 @@ class _Sampler:
         if fracture is not None and rng.random() < 0.3:
             metal += (self._cement(next(v for v in vertebrae if v.label == fracture)),)
         lesions = self._lesions() if rng.random() < 0.08 else ()
+        disc_hu = tuple(self.u(65, 110) for _ in plan)
+        vacuum = tuple(label for label, _ in plan[-3:] if degenerative and rng.random() < 0.15)
         levels = tuple(v.label for v in vertebrae) + (26,)
         return Anatomy(
             seed=self.seed, variant=self.variant, levels=levels, vertebrae=tuple(vertebrae),
@@ -125,6 +128,7 @@ class _Sampler:
             sacrum_material=Material(hu=base_cancellous + 10, texture=30, cortex=cortex, cortical_hu=cortical),
             body=self.body, soft=soft, bones=bones, metal=metal, fracture_level=fracture,
             osteoporosis=bool(self.osteoporosis), disc_heights=tuple(discs), lesions=lesions,
+            disc_hu=disc_hu, vacuum_discs=vacuum,
             listhesis_level=plan[self.slip_level][0] if self.slip_level >= 0 else None,
         )
 

@@ -168,6 +168,7 @@ def _discs(anatomy: Anatomy) -> list[Structure]:
     out = []
     sacral = anatomy.sacrum[0]
     columns = list(anatomy.vertebrae)
+    hus = anatomy.disc_hu or (85.0,) * len(columns)
     for k, upper in enumerate(columns):
         if k + 1 < len(columns):
             lower = columns[k + 1]
@@ -175,11 +176,13 @@ def _discs(anatomy: Anatomy) -> list[Structure]:
             lower_wedge = lower.wedge
         else:
             lower_frame, lower_top, lower_wedge = sacral.frame, sacral.height / 2 - 1.5, 0.0
-        out.append(_disc(upper, lower_frame, lower_top, lower_wedge))
+        out.append(_disc(upper, lower_frame, lower_top, lower_wedge, hus[k], upper.label in anatomy.vacuum_discs))
     return out
 
 
-def _disc(upper: Vertebra, lower_frame: Frame, lower_top: float, lower_wedge: float) -> Structure:
+def _disc(upper: Vertebra, lower_frame: Frame, lower_top: float, lower_wedge: float, disc_hu: float,
+          vacuum: bool) -> Structure:
+    """The disc below ``upper``: annulus brighter than nucleus; a degenerated one may hold a gas cleft."""
     mid_centre = (upper.frame.origin + lower_frame.origin) / 2
     axis = upper.frame.origin - lower_frame.origin
     axis /= np.linalg.norm(axis)
@@ -190,12 +193,14 @@ def _disc(upper: Vertebra, lower_frame: Frame, lower_top: float, lower_wedge: fl
     lo, hi = frame.world_box((-a - 3, -b - 3, -half), (a + 3, b + 3, half))
 
     def field(block, ctx):
-        u, v, _ = block.local(frame)
+        u, v, w = block.local(frame)
         wl = block.local(lower_frame)[2]
         wu = block.local(upper.frame)[2]
         rho = (u / a) ** 2 + (v / b) ** 2
         sdf = np.maximum(shapes.ellipse(u, v, a, b), np.maximum(lower_top - lower_wedge - wl, wu - bottom))
-        hu = np.float32(70.0) + np.float32(30.0) * np.minimum(rho, 1.0)
+        hu = np.float32(disc_hu - 15.0) + np.float32(30.0) * np.minimum(rho, 1.0)
+        if vacuum:
+            hu = np.where((shapes.ellipse(u, v, a * 0.45, b * 0.3) < 0) & (np.abs(w) < 1.2), np.float32(-700.0), hu)
         return sdf, hu
 
     return Structure(f"disc_{upper.label}", lo, hi, field)
@@ -260,8 +265,8 @@ def posterior_parts(v: Vertebra) -> list[shapes.Capsule]:
     px = cw + pr
     pz = h * 0.12
     back = b + 2 * cd
-    thick = 3.0 if v.thoracic else 3.8
-    facet = 3.5 if v.thoracic else 4.5
+    thick = (3.0 if v.thoracic else 3.8) * v.arch[0]
+    facet = (3.5 if v.thoracic else 4.5) * v.arch[1]
     parts = []
     for side in (-1.0, 1.0):
         root = (side * px, b + cd * 1.2, pz)
@@ -279,7 +284,8 @@ def posterior_parts(v: Vertebra) -> list[shapes.Capsule]:
     start = np.array([0.0, back + 2, pz - 4])
     end = start + v.sp_length * np.array([0.0, np.cos(v.sp_angle), -np.sin(v.sp_angle)])
     radius = 3.0 if v.thoracic else 3.5
-    parts.append(shapes.Capsule(tuple(start), tuple(end), radius, radius * 0.9, start[2], 1.6 if v.thoracic else 3.0))
+    height = (1.6 if v.thoracic else 3.0) * v.arch[2]
+    parts.append(shapes.Capsule(tuple(start), tuple(end), radius, radius * 0.9, start[2], height))
     return parts
 
 
