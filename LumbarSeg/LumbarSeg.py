@@ -50,10 +50,9 @@ if MODULE_ROOT not in sys.path:
     sys.path.insert(0, MODULE_ROOT)
 
 from LumbarSegLib.io import output_stem  # noqa: E402
+from LumbarSegLib.terminology import TERMINOLOGY_CONTEXT_NAME, TERMINOLOGY_LEVELS  # noqa: E402
 from LumbarSegLib.slicer_bridge import (  # noqa: E402
     SLICER_REQUIREMENTS,
-    TERMINOLOGY_CONTEXT_NAME,
-    TERMINOLOGY_LEVELS,
     Diagnostic,
     Finished,
     OutputLine,

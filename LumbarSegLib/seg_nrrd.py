@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import slicerio
 
 from . import labels as lbl
-from .slicer_bridge import ANATOMIC_CONTEXT_NAME, TERMINOLOGY_CONTEXT_NAME
+from .terminology import ANATOMIC_CONTEXT_NAME, TERMINOLOGY_CONTEXT_NAME
 
 OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 

@@ -4,8 +4,8 @@ The Slicer module (``LumbarSeg/LumbarSeg.py``) runs the pipeline in a background
 process (``python -m LumbarSegLib segment ...``) and keeps only Slicer calls for
 itself.  This module builds that command, parses its ``PROGRESS`` and error
 lines, runs and cancels the process tree without blocking the caller, finds the
-result files, reads the report, probes PyTorch in a child process and builds the
-Slicer terminology context.  It never imports slicer, qt or (at import time) torch.
+result files, reads the report and probes PyTorch in a child process.  It never
+imports slicer, qt or (at import time) torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from . import errors
-from . import labels as lbl
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MESH_FORMATS: tuple[str, ...] = ("stl", "obj", "vtp")
@@ -34,10 +33,6 @@ WARNING_PREFIX = "lumbarseg: warning:"
 # What the child needs beyond Slicer's bundled numpy, SimpleITK and vtk (pip specifiers).
 SLICER_REQUIREMENTS: tuple[str, ...] = ("torch>=2.0", "scipy", "slicerio")
 
-TERMINOLOGY_CONTEXT_NAME = "Segmentation category and type - LumbarSeg"
-ANATOMIC_CONTEXT_NAME = "Anatomic codes - DICOM master list"
-TERMINOLOGY_SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#"
-TERMINOLOGY_LEVELS: tuple[str, ...] = ("L1", "L2", "L3", "L4", "L5", "L6", "sacrum")
 
 
 # --------------------------------------------------------------------------- command
@@ -549,49 +544,3 @@ def cuda_available(python_executable: Optional[str] = None) -> bool:
     return torch_status(python_executable).cuda_available
 
 
-# --------------------------------------------------------------------------- terminology
-
-
-def _code_fields(code: lbl.Terminology) -> dict:
-    fields = {"CodingSchemeDesignator": code.scheme, "CodeValue": code.value, "CodeMeaning": code.meaning}
-    if code.scheme == "SCT":
-        fields["SNOMEDCTConceptID"] = code.value
-    return fields
-
-
-def terminology_context() -> dict:
-    """Slicer terminology context (``.term.json`` content) for L1..L6 and the sacrum.
-
-    Codes, colours and label values come from ``labels.py``; the Slicer label is the
-    segment name the pipeline writes.
-    """
-    types = [
-        {
-            **_code_fields(lbl.SNOMED[level]),
-            "3dSlicerLabel": level,
-            "3dSlicerIntegerLabel": lbl.VERSE_VALUE[level],
-            "recommendedDisplayRGBValue": [round(channel * 255) for channel in lbl.COLORS[level]],
-        }
-        for level in TERMINOLOGY_LEVELS
-    ]
-    category = {**_code_fields(lbl.CATEGORY), "showAnatomy": False, "Type": types}
-    return {
-        "SegmentationCategoryTypeContextName": TERMINOLOGY_CONTEXT_NAME,
-        "@schema": TERMINOLOGY_SCHEMA,
-        "SegmentationCodes": {"Category": [category]},
-    }
-
-
-def terminology_entry(level: str) -> str:
-    """Slicer's serialized terminology entry of ``level`` in the LumbarSeg context.
-
-    Format: ``context~category~type~typeModifier~anatomicContext~region~regionModifier``,
-    each code written ``scheme^value^meaning``.
-    """
-    return "~".join((TERMINOLOGY_CONTEXT_NAME, lbl.CATEGORY.code(), lbl.SNOMED[level].code(), "^^",
-                     ANATOMIC_CONTEXT_NAME, "^^", "^^"))
-
-
-def write_terminology_context(path: Union[str, Path]) -> None:
-    """Write :func:`terminology_context` as the ``.term.json`` file Slicer loads."""
-    Path(path).write_text(json.dumps(terminology_context(), indent=2) + "\n", encoding="utf-8")

@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from LumbarSegLib import labels as lbl
 from LumbarSegLib.seg_nrrd import read_seg_nrrd_segments, write_seg_nrrd
-from LumbarSegLib.slicer_bridge import terminology_entry
+from LumbarSegLib.terminology import terminology_entry
 
 OBLIQUE = Rotation.from_euler("zyx", [25, -10, 15], degrees=True).as_matrix()
 GRIDS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from LumbarSegLib import labels as lbl
 from LumbarSegLib import slicer_bridge as sb
+from LumbarSegLib.terminology import TERMINOLOGY_LEVELS
 
 REPO = Path(__file__).resolve().parents[1]
 POSIX = sys.platform != "win32"
@@ -362,52 +362,6 @@ def test_torch_status_of_python_without_torch(tmp_path):
     assert sb.torch_status("/nonexistent/python") == sb.TorchStatus(False, None, False)
 
 
-# --------------------------------------------------------------------------- terminology
-
-
-def test_terminology_context_matches_labels():
-    context = sb.terminology_context()
-    assert context["SegmentationCategoryTypeContextName"] == sb.TERMINOLOGY_CONTEXT_NAME
-    (category,) = context["SegmentationCodes"]["Category"]
-    assert (category["CodingSchemeDesignator"], category["CodeValue"]) == ("SCT", lbl.CATEGORY.value)
-    types = {t["3dSlicerLabel"]: t for t in category["Type"]}
-    assert list(types) == ["L1", "L2", "L3", "L4", "L5", "L6", "sacrum"]
-    for level, entry in types.items():
-        assert entry["CodeValue"] == lbl.SNOMED[level].value
-        assert entry["CodeMeaning"] == lbl.SNOMED[level].meaning
-        assert entry["3dSlicerIntegerLabel"] == lbl.VERSE_VALUE[level]
-        rgb = entry["recommendedDisplayRGBValue"]
-        assert all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)
-        assert all(abs(c / 255 - f) <= 0.5 / 255 for c, f in zip(rgb, lbl.COLORS[level]))
-    assert types["L1"]["CodeValue"] == "66794005" and types["L5"]["CodeValue"] == "49668003"
-    codes = [(t["CodingSchemeDesignator"], t["CodeValue"]) for t in category["Type"]]
-    assert len(set(codes)) == len(codes), "a terminology type code may appear only once"
-
-
-def test_committed_term_json_is_generated_from_labels():
-    path = REPO / "Resources" / "Terminology" / "LumbarSeg.term.json"
-    assert json.loads(path.read_text(encoding="utf-8")) == sb.terminology_context(), (
-        "regenerate with: python -c \"from LumbarSegLib.slicer_bridge import write_terminology_context; "
-        "write_terminology_context('Resources/Terminology/LumbarSeg.term.json')\"")
-
-
-def test_write_terminology_context_round_trip(tmp_path):
-    path = tmp_path / "t.term.json"
-    sb.write_terminology_context(path)
-    assert json.loads(path.read_text(encoding="utf-8")) == sb.terminology_context()
-
-
-def test_terminology_entry_format():
-    entry = sb.terminology_entry("L3")
-    parts = entry.split("~")
-    assert len(parts) == 7
-    assert parts[0] == sb.TERMINOLOGY_CONTEXT_NAME
-    assert parts[1] == "SCT^123037004^Anatomical Structure"
-    assert parts[2] == "SCT^36470004^L3 vertebra"
-    assert parts[3] == "^^" and parts[4] == sb.ANATOMIC_CONTEXT_NAME
-    assert sb.terminology_entry("L6").split("~")[2] == "SCT^51282000^Vertebra"
-
-
 # --------------------------------------------------------------------------- the real pipeline
 
 
@@ -448,4 +402,4 @@ def test_real_pipeline_contract_through_the_bridge(tmp_path):
     assert isinstance(sb.read_report(outputs["report"]), dict)
     names = [segment["name"] for segment in slicerio.read_segmentation(str(outputs["segmentation"]),
                                                                         skip_voxels=True)["segments"]]
-    assert set(names) <= set(sb.TERMINOLOGY_LEVELS)
+    assert set(names) <= set(TERMINOLOGY_LEVELS)
