@@ -27,6 +27,7 @@ class Acquisition:
     sharpen: float          # edge overshoot of sharp (bone) kernels, 0 = soft kernel
     streaks: float          # metal streak amplitude, HU
     offset: float           # calibration offset, HU
+    circle: float           # reconstruction circle radius / patient half size, 0 = no circle
 
 
 def sample_acquisition(rng: np.random.Generator) -> Acquisition:
@@ -38,7 +39,8 @@ def sample_acquisition(rng: np.random.Generator) -> Acquisition:
         sigma, grain, psf, sharpen = np.exp(rng.uniform(np.log(25), np.log(120))), rng.uniform(0, 0.5), \
             rng.uniform(0.2, 0.5), rng.uniform(0.3, 1.2)
     return Acquisition(noise_sigma=float(sigma), noise_grain=float(grain), psf_mm=float(psf),
-                       sharpen=float(sharpen), streaks=float(rng.uniform(150, 500)), offset=float(rng.normal(0, 6)))
+                       sharpen=float(sharpen), streaks=float(rng.uniform(150, 500)), offset=float(rng.normal(0, 6)),
+                       circle=float(rng.uniform(1.0, 1.25)) if rng.random() < 0.3 else 0.0)
 
 
 def apply_acquisition(ct: np.ndarray, grid: Grid, anatomy: Anatomy, acquisition: Acquisition,
@@ -65,6 +67,24 @@ def apply_acquisition(ct: np.ndarray, grid: Grid, anatomy: Anatomy, acquisition:
         _streaks(ct, grid, screws, acquisition.streaks, rng)
     _noise(ct, acquisition, rng)
     ct += np.float32(acquisition.offset)
+    if acquisition.circle:
+        _reconstruction_circle(ct, grid, anatomy, acquisition.circle)
+
+
+def _reconstruction_circle(ct: np.ndarray, grid: Grid, anatomy: Anatomy, scale: float) -> None:
+    """Pads (-1024) outside the scanner's circular field of reconstruction around the patient."""
+    body = anatomy.body
+    front, table = body.centre_y - body.half_depth, body.table_y + body.table_thickness
+    centre = np.array([body.centre_x, (front + table) / 2])
+    radius = scale * max(body.half_width * (1 + body.hip_gain), (table - front) / 2) + 10
+    m, o = grid.index_to_physical, np.asarray(grid.origin)[:2] - centre
+    i, j = np.arange(grid.size[0], dtype=np.float32), np.arange(grid.size[1], dtype=np.float32)
+    step = max(1, _NOISE_SLAB // (ct.shape[1] * ct.shape[2]))
+    for k0 in range(0, ct.shape[0], step):
+        k = np.arange(k0, min(k0 + step, ct.shape[0]), dtype=np.float32)
+        x, y = ((float(m[r, 2]) * k + float(o[r]))[:, None, None] + (float(m[r, 1]) * j)[None, :, None]
+                + (float(m[r, 0]) * i)[None, None, :] for r in range(2))
+        ct[k0:k0 + len(k)][x * x + y * y > np.float32(radius * radius)] = -1024.0
 
 
 def _noise(ct: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> None:
