@@ -71,8 +71,11 @@ def test_rib_bearing_levels_follow_the_variant():
         ribbed = [v.label for v in anatomy.vertebrae if max(v.ribs) > 0]
         assert ribbed[-1] == rib_free
         assert all(max(v.ribs) == 0 for v in anatomy.vertebrae if 20 <= v.label <= 25)
+        rib_levels = {int(b.name.split("_")[1]) for b in anatomy.bones if b.name.startswith("rib_")}
+        assert max(rib_levels) == rib_free
     t13 = sample_anatomy(4, variant="T13")
     assert [v.label for v in t13.vertebrae if max(v.ribs) > 0][-1] == 28
+    assert any(b.name.startswith("rib_28_") for b in t13.bones)
     for seed in range(15):
         for variant in ("normal", "T13", "L6", "sacralized_L5"):
             last = [v for v in sample_anatomy(seed, variant=variant).vertebrae if max(v.ribs) > 0][-1]
