@@ -210,7 +210,7 @@ class _Sampler:
             centre_y=back_y - half_depth, half_width=half_width, half_depth=half_depth, back_y=back_y,
             fat=fat, wall=self.u(7, 14), hip_z=float(self.sacrum[0].frame.origin[2]), hip_gain=self.u(0.05, 0.18),
             table_y=back_y + self.u(0.0, 3.0), table_thickness=table_thickness,
-            fat_hu=self.u(-115, -85), muscle_hu=self.u(35, 60),
+            fat_hu=self.u(-115, -85), muscle_hu=self.u(35, 60) if self.rng.random() < 0.8 else self.u(10, 35),
         )
 
     def _vertebra_point(self, label: int, local) -> np.ndarray:
