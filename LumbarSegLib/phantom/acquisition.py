@@ -132,12 +132,12 @@ def _streaks(ct: np.ndarray, grid: Grid, screws, amplitude: float, rng: np.rando
             p, q = centres[a], centres[b]
             if abs(p[2] - q[2]) > 15:
                 continue
-            d = q[:2] - p[:2]
-            t = np.clip(((x - np.float32(p[0])) * np.float32(d[0]) + (y - np.float32(p[1])) * np.float32(d[1]))
-                        / np.float32(d @ d), 0, 1)
-            dist2 = (x - np.float32(p[0]) - t * np.float32(d[0])) ** 2 + (y - np.float32(p[1]) - t * np.float32(d[1])) ** 2
-            band = np.exp(-dist2 / np.float32(50.0)) * np.exp(-((z - np.float32((p[2] + q[2]) / 2)) / np.float32(8.0)) ** 2)
-            artefact -= np.float32(amplitude * 1.2) * band
+            d = (q[:2] - p[:2]).astype(np.float32)
+            dx, dy = x - np.float32(p[0]), y - np.float32(p[1])
+            t = np.clip((dx * d[0] + dy * d[1]) / np.float32(d @ d), 0, 1)
+            dist2 = (dx - t * d[0]) ** 2 + (dy - t * d[1]) ** 2
+            height = ((z - np.float32((p[2] + q[2]) / 2)) / np.float32(8.0)) ** 2
+            artefact -= np.float32(amplitude * 1.2) * np.exp(-dist2 / np.float32(50.0)) * np.exp(-height)
     ct[start[2]:stop[2], start[1]:stop[1], start[0]:stop[0]] += artefact
 
 

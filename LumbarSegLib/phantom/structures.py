@@ -408,7 +408,8 @@ def _iliac_wing(wing: IliacWing) -> Structure:
         lateral = side * x - wing.medial
         thickness = (2.0 + 5.0 * np.clip(1 - (crest - z) / 15.0, 0, 1) + 7.0 * np.clip(1 - lateral / 25.0, 0, 1))
         shell = np.abs(shapes.ellipsoid(x, y, z, a, b, c)) - thickness
-        sdf = np.maximum(np.maximum(shell, -lateral), np.maximum(np.maximum(wing.front - y, z - crest), wing.bottom - z))
+        limits = np.maximum(np.maximum(-lateral, wing.front - y), np.maximum(z - crest, wing.bottom - z))
+        sdf = np.maximum(shell, limits)
         return sdf, _material_hu(wing.material, sdf, (x, y, z), ctx)
 
     return Structure(wing.name, lo, hi, field)
