@@ -387,7 +387,13 @@ class _Sampler:
                     travelled += step
                 radius = self.u(3.5, 4.5)
                 marrow = Material(hu=self.u(150, 300), cortex=self.u(0.8, 1.5), cortical_hu=self.u(700, 1100))
-                ribs.append(Tube(f"rib_{v.label}_{side}", tuple(map(tuple, points)), (radius,) * len(points), marrow))
+                # Long ribs end anteriorly in costal cartilage (soft-tissue-like, unlabelled like the rib).
+                bony = len(points) if length < 200 else max(3, int(len(points) * 0.75))
+                ribs.append(Tube(f"rib_{v.label}_{side}", tuple(map(tuple, points[:bony])), (radius,) * bony, marrow))
+                if bony < len(points):
+                    cartilage = points[bony - 1:]
+                    ribs.append(Tube(f"cartilage_{v.label}_{side}", tuple(map(tuple, cartilage)),
+                                     (radius * 1.1,) * len(cartilage), Material(hu=self.u(90, 180), texture=10)))
         return tuple(ribs)
 
     def _pelvis(self, cortical: float, cancellous: float, cortex: float) -> tuple:
