@@ -37,10 +37,10 @@ class _Sampler:
         rng = self.rng
         plan = level_plan(self.variant)
         scale = self.u(0.92, 1.15)
-        self.osteoporosis = rng.random() < 0.2
-        base_cancellous = self.u(60, 130) if self.osteoporosis else self.u(150, 320)
-        cortical = self.u(650, 1100) if self.osteoporosis else self.u(750, 1200)
-        cortex = self.u(0.5, 0.9) if self.osteoporosis else self.u(0.9, 1.6)
+        self.osteoporosis = rng.random() < 0.3
+        base_cancellous = self.u(40, 110) if self.osteoporosis else self.u(110, 250)
+        cortical = self.u(500, 850) if self.osteoporosis else self.u(700, 1100)
+        cortex = self.u(0.3, 0.6) if self.osteoporosis else self.u(0.4, 0.9)
         trabecular = self.u(25, 60)
         degenerative = rng.random() < 0.35
 

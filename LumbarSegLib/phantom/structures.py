@@ -313,7 +313,7 @@ def _vertebra(v: Vertebra) -> Structure:
             shapes.min_into(posterior, block, frame, part.box(), part)
         shapes.min_into(canal, block, frame, canal_box, lambda u, vv, w: shapes.ellipse(u, vv - (b + cd), cw, cd))
         sdf = np.maximum(np.minimum(body, posterior), -canal)
-        inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 120))
+        inner = np.where(body <= posterior, np.float32(v.cancellous_hu), np.float32(v.cancellous_hu + 40))
         u, vv, w = block.local(frame)
         inside = sdf < ctx.h
         # Trabecular speckle stretched along the body axis (vertical trabeculae).
