@@ -223,7 +223,10 @@ class Anatomy:
             half = min(max(body.half_width * (1 + body.hip_gain) + uniform(5, 40),
                            (table - front) / 2 + uniform(5, 30), uniform(170, 225)), 250.0)
             cx, cy = body.centre_x + uniform(-10, 10), (front + table) / 2 + uniform(-10, 10)
-            return np.array([cx - half, cy - half, bottom]), np.array([cx + half, cy + half, top])
+            lo, hi = np.array([cx - half, cy - half, bottom]), np.array([cx + half, cy + half, top])
+            if rng is not None and rng.random() < 0.4:  # cropped to the body front-to-back, as some archives store it
+                lo[1], hi[1] = front - uniform(5, 20), table + uniform(-10, 20)
+            return lo, hi
         if kind == "lumbar":
             first = self.level_box(_first_lumbar(labels))
             top = first[1][2] - uniform(0.2, 0.7) * (first[1][2] - first[0][2]) + uniform(0, 25)
