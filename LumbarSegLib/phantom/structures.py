@@ -125,14 +125,17 @@ def _tube(tube: Tube) -> list[Structure]:
 
 # -- body and table -------------------------------------------------------------------------------
 def _table(anatomy: Anatomy) -> Structure:
+    """Carbon-fibre table: a slab curved up at the sides, dense skin around a foam core."""
     body = anatomy.body
-    half = np.array([240.0, body.table_thickness / 2, _FAR])
-    centre = np.array([body.centre_x, body.table_y + body.table_thickness / 2, 0.0])
-    frame = Frame.make(centre)
+    half_width, rise, thickness = 240.0, 25.0, body.table_thickness
+    half = np.array([half_width, (thickness + rise) / 2, _FAR])
+    centre = np.array([body.centre_x, body.table_y + (thickness - rise) / 2, 0.0])
+    frame = Frame.make((body.centre_x, body.table_y, 0.0))
 
     def field(block, ctx):
-        u, v, w = block.local(frame)
-        sdf = shapes.box(u, v, w, half)
+        x, y, _ = block.local(frame)
+        top = -np.float32(rise) * (x / np.float32(half_width)) ** 2
+        sdf = np.maximum(np.abs(x) - np.float32(half_width), np.maximum(top - y, y - top - np.float32(thickness)))
         shell = ctx.blend(sdf, np.full(sdf.shape, -920.0, np.float32), 400.0, 3.0)
         return sdf, shell
 
@@ -153,7 +156,9 @@ def _body(anatomy: Anatomy) -> Structure:
         x, y, z = block.local(frame)
         hips = np.clip((body.hip_z - z) / 80.0, 0.0, 1.0)
         a = np.float32(body.half_width) * (1 + np.float32(body.hip_gain) * hips * hips * (3 - 2 * hips))
-        sdf = np.maximum(shapes.ellipse(x, y, a, np.float32(body.half_depth)), y - np.float32(back))
+        # The ellipse reaches beyond the back, which lies flat on the table over ~60 % of the width.
+        flat = np.float32(0.12 * body.half_depth)
+        sdf = np.maximum(shapes.ellipse(x, y - flat, a, np.float32(body.half_depth) + flat), y - np.float32(back))
         # Subcutaneous fat, abdominal wall and visceral fat as layers parallel to the skin.
         fat = np.float32(body.fat_hu) + shapes.waves(x, y, z, fat_texture)
         hu = np.where(sdf < -body.fat, np.float32(body.muscle_hu), fat)
