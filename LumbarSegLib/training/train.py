@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -52,8 +53,11 @@ def to_tensors(sample: Sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     )
 
 
-def _single_thread_worker(_: int) -> None:
+def _init_worker(_: int) -> None:
+    """Data workers use one thread and leave Ctrl-C/SIGTERM to the main process, which saves a checkpoint."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def model_spec(config: dict, *, training: dict | None = None) -> ModelSpec:
@@ -156,7 +160,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
     batch = int(config["batch_size"])
     loader = DataLoader(
         IndexedSamples(factory, step * batch, max(0, config["steps"] - step) * batch),
-        batch_size=batch, num_workers=1, worker_init_fn=_single_thread_worker, persistent_workers=False,
+        batch_size=batch, num_workers=1, worker_init_fn=_init_worker, persistent_workers=False,
     )
 
     def save_checkpoint() -> None:
