@@ -39,8 +39,8 @@ class _Sampler:
         scale = self.u(0.92, 1.15)
         self.osteoporosis = rng.random() < 0.3
         base_cancellous = self.u(40, 110) if self.osteoporosis else self.u(110, 250)
-        cortical = self.u(500, 850) if self.osteoporosis else self.u(700, 1100)
-        cortex = self.u(0.3, 0.6) if self.osteoporosis else self.u(0.4, 0.9)
+        cortical = self.u(700, 1100) if self.osteoporosis else self.u(1000, 1500)
+        cortex = self.u(0.3, 0.5) if self.osteoporosis else self.u(0.35, 0.7)
         trabecular = self.u(25, 60)
         degenerative = rng.random() < 0.35
 

@@ -333,7 +333,9 @@ def _vertebra(v: Vertebra) -> Structure:
         if v.sclerosis:
             near_endplate = np.clip(1.0 - (np.float32(v.height / 2) - np.abs(w)) / np.float32(5.0), 0.0, 1.0)
             inner += np.where(body < 0, np.float32(v.sclerosis) * near_endplate, np.float32(0.0))
-        return sdf, ctx.blend(sdf, inner, v.cortical_hu, v.cortex)
+        # The arch (pedicles, laminae, processes) has a thicker cortex than the body.
+        cortex = np.where(body <= posterior, np.float32(v.cortex), np.float32(1.5 * v.cortex))
+        return sdf, ctx.blend(sdf, inner, v.cortical_hu, cortex)
 
     return Structure(f"vertebra_{v.label}", lo, hi, field, v.label)
 
