@@ -1,4 +1,5 @@
-"""The benchmark harness's pure helpers: medians, speed-up, targets, Markdown, clinical grids, nested timers.
+"""The benchmark harness's helpers (medians, speed-up, targets, Markdown, clinical grids, nested timers) and
+the claims of its prototypes (exact restore, one-patch crop, binning before the float copy).
 
 No timing assertions: the benchmark itself (``bench/run_benchmark.py``) measures.
 """
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bench import child, report
+from bench import child, prototypes, report
 from bench.inputs import PHANTOMS, PhantomInput, clinical_grid, input_path
+from LumbarSegLib import geometry, segment
+from LumbarSegLib.models import ModelSpec
 from LumbarSegLib.phantom import sample_anatomy
 
 
@@ -59,10 +62,28 @@ def test_summarise_reports_medians_worst_memory_network_share_and_speedup():
     assert "speedup" not in report.summarise(runs, [])
 
 
+def test_dice_by_label_counts_every_label_of_either_map():
+    a = np.array([0, 20, 20, 21, 0, 0])
+    b = np.array([0, 20, 0, 0, 22, 0])
+    assert report.dice_by_label(a, b) == {
+        20: {"dice": round(2 / 3, 4), "voxels": [2, 1]},
+        21: {"dice": 0.0, "voxels": [1, 0]},
+        22: {"dice": 0.0, "voxels": [0, 1]},
+    }
+
+
 def test_targets_are_checked_only_for_measured_inputs():
     checks = report.check_targets({"large": {"end_to_end_s": 31.0, "peak_rss_mb": 2000.0, "speedup": 7.0}})
     met = {(c["input"], c["metric"]): c["met"] for c in checks}
     assert met == {("large", "end_to_end_s"): False, ("large", "peak_rss_mb"): True, ("large", "speedup"): True}
+
+
+def test_proposed_changes_are_a_variant_of_their_input_with_the_same_targets():
+    inputs = {"medium": {"summary": {"end_to_end_s": 20.0}, "summary_prototypes": {"end_to_end_s": 9.0}}}
+    summaries = report.labelled_summaries(inputs)
+    assert list(summaries) == ["medium", "medium + proposed changes"]
+    assert [(c["input"], c["met"]) for c in report.check_targets(summaries)] == [
+        ("medium", False), ("medium + proposed changes", True)]
 
 
 def test_markdown_has_every_input_target_and_stage():
@@ -74,7 +95,7 @@ def test_markdown_has_every_input_target_and_stage():
         "meta": {"date": "d", "cpu": "c", "threads": 2, "torch": "t", "simpleitk": "s", "lumbarseg": "v",
                  "commit": "abc", "models": "m", "repeats": 1, "baseline_repeats": 1, "loadavg": "0", "note": ""},
         "inputs": inputs,
-        "targets": report.check_targets({n: i["summary"] for n, i in inputs.items()}),
+        "targets": report.check_targets(report.labelled_summaries(inputs)),
         "precision": [{"label": "w", "window": [32, 32, 32], "fp32_s": 0.01, "bf16_s": 1.0, "bf16_over_fp32": 100.0,
                        "max_abs_logit_diff": 0.1, "argmax_agreement": 0.99, "cpu_has_fast_bf16": False}],
     }
@@ -129,3 +150,47 @@ def test_write_through_a_temporary_name_without_extension_gives_a_readable_nifti
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     readable = target.rename(tmp_path / "case_seg.nii.gz")
     assert (sitk.GetArrayFromImage(sitk.ReadImage(str(readable))) == sitk.GetArrayFromImage(image)).all()
+
+
+def canonical_grid(size_xyz: tuple[int, int, int], spacing: float, origin: tuple[float, float, float]) -> sitk.Image:
+    image = sitk.Image(list(size_xyz), sitk.sitkUInt8)
+    image.SetSpacing([spacing] * 3)
+    image.SetOrigin(origin)
+    return image
+
+
+def test_restoring_each_class_only_where_it_can_win_gives_the_same_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (4, 12, 10, 14)).astype(np.float32)
+    logits[1, 2:6, 3:7, 2:8] += 4  # three compact "vertebrae" on a noisy background
+    logits[2, 6:10, 2:8, 5:12] += 4
+    logits[3, 9:12, 0:3, 0:4] += 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=0)
+    canonical = canonical_grid((14, 10, 12), 2.5, (-10.0, -5.0, 3.0))
+    target = sitk.Image([40, 33, 21], sitk.sitkInt16)
+    target.SetSpacing([0.9, 0.8, 1.7])
+    target.SetDirection([1, 0, 0, 0, -1, 0, 0, 0, 1])  # flipped y: the target is not the canonical orientation
+    target.SetOrigin([-12.0, 20.0, 1.0])
+    expected = geometry.restore_labels(probabilities, canonical, target)
+    assert len(np.unique(expected)) >= 3
+    np.testing.assert_array_equal(prototypes.restore_class_boxes(probabilities, canonical, target), expected)
+
+
+def test_exact_patch_crop_covers_the_box_with_one_patch_when_it_fits():
+    spec = ModelSpec(kind="xunet", channels=(8, 16), spacing_mm=2.5, patch=(96, 64, 64), num_classes=8)
+    box = geometry.Box(np.array([-40.0, -50.0, -200.0]), np.array([60.0, 70.0, 20.0]))
+    reference = prototypes.crop_reference_exact(box, spec, multiple_of=8)
+    assert reference.GetSize() == (64, 64, 96)
+    covered = geometry.physical_box(reference)
+    assert np.all(covered.lower <= box.lower) and np.all(covered.upper >= box.upper)
+    assert segment.crop_reference(box, spec, multiple_of=8).GetSize() == (72, 72, 96 + 8)
+
+
+def test_binning_before_the_float_copy_changes_the_coarse_image_by_at_most_half_a_unit():
+    rng = np.random.default_rng(1)
+    ct = sitk.GetImageFromArray(rng.integers(-1000, 1500, (40, 48, 48)).astype(np.int16))
+    ct.SetSpacing([0.8, 0.8, 1.0])
+    reference = geometry.canonical_reference(geometry.physical_box(ct), 6.0, multiple_of=8)
+    current = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
+    proposed = sitk.GetArrayFromImage(prototypes.resample_shrink_first(ct, reference))
+    assert np.abs(proposed - current).max() <= 0.5 + 1e-3

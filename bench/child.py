@@ -37,9 +37,11 @@ import torch  # noqa: E402
 from LumbarSegLib import geometry, inference, localize, pipeline, seg_nrrd, segment  # noqa: E402
 from LumbarSegLib.inference import prepare_network, select_device, sliding_window  # noqa: E402
 from LumbarSegLib.intensity import AIR_HU, normalise_hu  # noqa: E402
-from LumbarSegLib.io import read_ct  # noqa: E402
+from LumbarSegLib.io import output_stem, read_ct  # noqa: E402
 from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled, load_model  # noqa: E402
 from LumbarSegLib.progress import Progress  # noqa: E402
+
+from bench.prototypes import apply_prototypes  # noqa: E402
 
 IMPORTED = time.perf_counter()
 
@@ -165,6 +167,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     device = select_device("cpu")
     models = load_models(args.localizer, args.xunet, device)
     loaded = time.perf_counter()
+    prototypes = apply_prototypes(args.prototypes) if args.prototypes else []
     windows: dict[str, dict] = {}
     times = instrument_pipeline(windows)
     outdir = Path(tempfile.mkdtemp(prefix="lumbarseg-bench-"))
@@ -175,6 +178,8 @@ def run_ours(args: argparse.Namespace) -> dict:
             progress=Progress("none"), models=models,
         )
         end_to_end = time.perf_counter() - start
+        if args.labels_out:
+            shutil.copyfile(outdir / f"{output_stem(args.input)}_seg.nii.gz", args.labels_out)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
     return {
@@ -183,6 +188,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         "nested_s": times.rounded(),
         "startup_s": {"imports": round(IMPORTED - PROCESS_START, 3), "models": round(loaded - IMPORTED, 3)},
         "windows": windows,
+        "prototypes": prototypes,
         "crop_box_lps_mm": result.report["crop_box_lps_mm"],
         "levels": sorted(result.report["vertebrae"]),
         "flags": [flag["code"] for flag in result.report["flags"]],
@@ -298,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-out", type=Path)
     parser.add_argument("--window", type=int, nargs=3)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--labels-out", type=Path, help="keep the label map written by the run here")
+    parser.add_argument("--prototypes", help="apply these bench/prototypes.py changes (comma-separated, or all)")
     return parser.parse_args(argv)
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from LumbarSegLib import geometry, pipeline, seg_nrrd
-from LumbarSegLib.inference import predict_logits, select_device, sliding_window
+from LumbarSegLib import geometry, io, pipeline, seg_nrrd
+from LumbarSegLib.inference import select_device, sliding_window
 from LumbarSegLib.intensity import AIR_HU, normalise_hu
 from LumbarSegLib.io import read_ct
 from LumbarSegLib.localize import lumbar_probability, spine_box
@@ -34,6 +34,8 @@ from LumbarSegLib.postprocess import clean
 from LumbarSegLib.segment import crop_reference
 
 from bench.child import load_models
+from bench.prototypes import (exact_patch_crop, gzip_trailer_size, localizer_single_pass, resample_shrink_first,
+                              restore_class_boxes, sliding_window_batched)
 
 PAD = float(normalise_hu(np.array([AIR_HU]))[0])
 
@@ -56,63 +58,6 @@ def measured(step: Callable[[], object]) -> tuple[object, dict]:
     return result, {"s": round(seconds, 3), "peak_above_mb": round(_status_mb("VmHWM") - before, 1)}
 
 
-# -- prototypes of the proposed changes ------------------------------------------------------------
-
-def resample_shrink_first(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """``geometry.resample_image`` that bins in the input's own pixel type before any float32 copy.
-
-    For a whole-scan reference it also skips the ``RegionOfInterest`` copy of the full volume.
-    """
-    target = float(min(reference.GetSpacing()))
-    start, stop = geometry.index_region(image, geometry.physical_box(reference).expanded(2 * target))
-    source = image
-    if np.any(start > 0) or np.any(stop < np.array(image.GetSize())):
-        source = sitk.RegionOfInterest(image, [int(s) for s in stop - start], [int(s) for s in start])
-    factors = np.maximum(np.floor(target / np.array(source.GetSpacing())).astype(int), 1)
-    if np.any(factors > 1):
-        source = sitk.BinShrink(source, [int(f) for f in np.minimum(factors, source.GetSize())])
-    source = geometry.smooth_to_resolution(sitk.Cast(source, sitk.sitkFloat32), target)
-    return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
-
-
-def restore_foreground_only(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image) -> np.ndarray:
-    """``geometry.restore_labels`` on the box of non-background voxels (plus one) only.
-
-    Exact: where all 8 neighbours of a point have background as their argmax, linear
-    interpolation keeps background the argmax, so nothing outside that box can change.
-    """
-    foreground = np.argwhere(probabilities.argmax(axis=0) != 0)
-    if foreground.size == 0:
-        return np.zeros(target.GetSize()[::-1], dtype=np.uint8)
-    lower = np.maximum(foreground.min(axis=0) - 1, 0)
-    upper = np.minimum(foreground.max(axis=0) + 2, probabilities.shape[1:])
-    sub = probabilities[:, lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]]
-    sub_reference = sitk.RegionOfInterest(canonical, [int(n) for n in (upper - lower)[::-1]],
-                                          [int(i) for i in lower[::-1]])
-    return geometry.restore_labels(np.ascontiguousarray(sub), sub_reference, target)
-
-
-def exact_patch_crop(box: geometry.Box, spacing_mm: float, patch_zyx: tuple[int, int, int], multiple: int
-                     ) -> sitk.Image:
-    """A crop grid of exactly max(patch, box) voxels: no extra voxel that costs a second window per axis."""
-    needed = np.ceil(box.size / spacing_mm - 1e-6).astype(int) + 1
-    voxels = np.maximum(needed, np.array(patch_zyx[::-1]))
-    voxels = (np.ceil(voxels / multiple) * multiple).astype(int)
-    reference = sitk.Image([int(v) for v in voxels], sitk.sitkUInt8)
-    reference.SetSpacing([spacing_mm] * 3)
-    reference.SetOrigin([float(o) for o in box.center - (voxels - 1) * spacing_mm / 2])
-    return reference
-
-
-def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torch.device) -> np.ndarray:
-    """The localizer over the whole coarse volume in one forward pass (it is fully convolutional)."""
-    shape = [int(np.ceil(n / net.size_multiple) * net.size_multiple) for n in volume.shape]
-    padded = np.full(shape, PAD, dtype=np.float32)
-    padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
-    logits = predict_logits(net, padded, device)
-    return torch.sigmoid(logits)[0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
-
-
 # -- the comparisons -------------------------------------------------------------------------------
 
 def box_difference_mm(a: geometry.Box, b: geometry.Box) -> float:
@@ -125,6 +70,11 @@ def compare(args: argparse.Namespace) -> dict:
     models = load_models(args.localizer, args.xunet, device)
     ct, read = measured(lambda: read_ct(args.input))
     out: dict = {"input": str(args.input), "size": list(ct.GetSize()), "read": read}
+    if args.input.name.endswith(".gz"):
+        length, now = measured(lambda: io._nifti_byte_count(args.input, str(args.input)))
+        trailer, new = measured(lambda: gzip_trailer_size(args.input))
+        out["read_length_check"] = {"current_decompress": now, "gzip_trailer": new,
+                                    "same_length": length % 2**32 == trailer}
     loc_spec, x_spec = models.localizer_spec, models.xunet_spec
 
     coarse = geometry.canonical_reference(geometry.physical_box(ct), loc_spec.spacing_mm,
@@ -137,6 +87,8 @@ def compare(args: argparse.Namespace) -> dict:
     volume = normalise_hu(sitk.GetArrayFromImage(current))
     (probability, _), now = measured(lambda: lumbar_probability(ct, models.localizer, loc_spec, device=device))
     single, new = measured(lambda: localizer_single_pass(models.localizer, volume, device))
+    batched, two = measured(lambda: sliding_window_batched(models.localizer, volume, patch=loc_spec.patch,
+                                                           device=device, pad_value=PAD, activation="sigmoid")[0])
     box = spine_box(probability, coarse)
     try:
         single_box = box_difference_mm(box, spine_box(single, coarse))
@@ -144,7 +96,9 @@ def compare(args: argparse.Namespace) -> dict:
         single_box = f"{type(error).__name__}: {error}"
     out["localizer_network"] = {"current_sliding_window_incl_resample": now, "single_pass": new,
                                 "max_abs_probability_diff": round(float(np.abs(single - probability).max()), 4),
-                                "box_difference_mm": single_box}
+                                "box_difference_mm": single_box, "sliding_window_batch_2_excl_resample": two,
+                                "batch_2_max_abs_probability_diff": round(float(np.abs(batched - probability).max()), 6),
+                                "batch_2_box_difference_mm": box_difference_mm(box, spine_box(batched, coarse))}
 
     patch = x_spec.patch
     crops = {"current": crop_reference(box, x_spec, multiple_of=models.xunet.size_multiple),
@@ -172,8 +126,8 @@ def compare(args: argparse.Namespace) -> dict:
                                              origin_z_mm=crop.GetOrigin()[2]))
     out["postprocess"] = timing
     classes, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct))
-    fast, new = measured(lambda: restore_foreground_only(probabilities, crop, ct))
-    out["restore"] = {"current": now, "foreground_box": new, "voxels_differing": int((classes != fast).sum())}
+    fast, new = measured(lambda: restore_class_boxes(probabilities, crop, ct))
+    out["restore"] = {"current": now, "class_boxes": new, "voxels_differing": int((classes != fast).sum())}
 
     labels = geometry.array_to_image(pipeline.OUTPUT_LOOKUP[classes], ct)
     full, now = measured(lambda: vertebra_measurements(ct, labels))

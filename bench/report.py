@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Iterable, Sequence
 
+import numpy as np
+
 # Issue 5's targets on 2 CPU cores: (input, metric, limit, direction).
 TARGETS: tuple[tuple[str, str, float, str], ...] = (
     ("large", "end_to_end_s", 30.0, "max"),
@@ -67,16 +69,42 @@ def summarise(runs: Sequence[dict], baseline_runs: Sequence[dict]) -> dict:
     return summary
 
 
+PROPOSED = " + proposed changes"
+
+
+def labelled_summaries(inputs: dict[str, dict]) -> dict[str, dict]:
+    """Every measured variant by label: ``large``, and ``large + proposed changes`` when measured."""
+    labelled = {}
+    for name, entry in inputs.items():
+        labelled[name] = entry["summary"]
+        if "summary_prototypes" in entry:
+            labelled[name + PROPOSED] = entry["summary_prototypes"]
+    return labelled
+
+
+def dice_by_label(a: np.ndarray, b: np.ndarray) -> dict[int, dict]:
+    """Per non-zero label value present in either label map: Dice and the voxel count in each."""
+    values = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0})
+    result = {}
+    for value in values:
+        in_a, in_b = a == value, b == value
+        count_a, count_b = int(in_a.sum()), int(in_b.sum())
+        dice = 2.0 * int((in_a & in_b).sum()) / (count_a + count_b)
+        result[int(value)] = {"dice": round(dice, 4), "voxels": [count_a, count_b]}
+    return result
+
+
 def check_targets(summaries: dict[str, dict]) -> list[dict]:
-    """Each target of the issue whose input was measured, with the value reached and whether it is met."""
+    """Each target of the issue for each measured variant of its input, with the value reached and whether met."""
     checks = []
-    for name, metric, limit, direction in TARGETS:
-        value = summaries.get(name, {}).get(metric)
-        if value is None:
-            continue
-        met = value <= limit if direction == "max" else value >= limit
-        checks.append({"input": name, "metric": metric, "limit": limit, "direction": direction, "value": value,
-                       "met": met})
+    for label, summary in summaries.items():
+        for name, metric, limit, direction in TARGETS:
+            value = summary.get(metric)
+            if name != label.split(" ")[0] or value is None:
+                continue
+            met = value <= limit if direction == "max" else value >= limit
+            checks.append({"input": label, "metric": metric, "limit": limit, "direction": direction, "value": value,
+                           "met": met})
     return checks
 
 
@@ -90,11 +118,11 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines
 
 
-def stage_table(inputs: dict[str, dict]) -> list[str]:
-    """One row per pipeline stage (the report's ``timings_s``), one column per input."""
-    stages = list(dict.fromkeys(s for i in inputs.values() for s in i["summary"]["stages_s"]))
-    return _table(["stage (s)", *inputs], (
-        [stage, *(_fmt(i["summary"]["stages_s"].get(stage)) for i in inputs.values())] for stage in stages
+def stage_table(summaries: dict[str, dict]) -> list[str]:
+    """One row per pipeline stage (the report's ``timings_s``), one column per measured variant."""
+    stages = list(dict.fromkeys(s for summary in summaries.values() for s in summary["stages_s"]))
+    return _table(["stage (s)", *summaries], (
+        [stage, *(_fmt(summary["stages_s"].get(stage)) for summary in summaries.values())] for stage in stages
     ))
 
 
@@ -121,6 +149,8 @@ def precision_line(measured: dict) -> str:
 def markdown(results: dict) -> str:
     """The benchmark report as Markdown."""
     meta, inputs = results["meta"], results["inputs"]
+    summaries = labelled_summaries(inputs)
+    entries = {label: inputs[label.split(" ")[0]] for label in summaries}
     lines = ["# LumbarSeg benchmark", "",
              f"{meta['date']} · {meta['cpu']} · {meta['threads']} threads · torch {meta['torch']} · "
              f"SimpleITK {meta['simpleitk']} · LumbarSeg {meta['lumbarseg']} ({meta['commit']})", "",
@@ -136,7 +166,7 @@ def markdown(results: dict) -> str:
           _fmt(s["end_to_end_s"]), _fmt(s["process_wall_s"]), _fmt(s["peak_rss_mb"], 0),
           _fmt(s.get("baseline", {}).get("end_to_end_s")), _fmt(s.get("baseline", {}).get("peak_rss_mb"), 0),
           _fmt(s.get("speedup"), 1), _fmt(s.get("speedup_network"), 1)]
-         for name, i in inputs.items() for s in [i["summary"]]))
+         for name, s in summaries.items() for i in [entries[name]]))
     lines += ["", "*End to end*: `run_segment` from reading the file to the last output written (models loaded "
               "beforehand). *Process*: the whole fresh process as the Slicer module runs it (Python start, imports, "
               "model loading included). *Peak RSS*: the process's maximum resident set (`wait4` ru_maxrss).", ""]
@@ -145,9 +175,8 @@ def markdown(results: dict) -> str:
         [t["input"], t["metric"], ("≤ " if t["direction"] == "max" else "≥ ") + _fmt(t["limit"], 1),
          _fmt(t["value"]), "yes" if t["met"] else "**no**"] for t in results["targets"]))
     lines += ["", "## Stages (median, seconds)", ""]
-    lines += stage_table(inputs)
-    for name, entry in inputs.items():
-        summary = entry["summary"]
+    lines += stage_table(summaries)
+    for name, summary in summaries.items():
         lines += ["", f"### Where the time goes: {name}", ""]
         grids = "; ".join(f"{stage} grid {'×'.join(map(str, w['grid_zyx']))} (z·y·x), {w['windows']} windows"
                           for stage, w in summary["windows"].items())
@@ -156,7 +185,11 @@ def markdown(results: dict) -> str:
                   f"{_fmt(summary['data_s'])} s. {grids}. Before `run_segment`: imports "
                   f"{_fmt(startup.get('imports'))} s, model loading {_fmt(startup.get('models'))} s.", ""]
         lines += nested_table(summary)
-        if "baseline" in summary:
+        if summary.get("dice_vs_current"):
+            lines += ["", "Its label map against the current pipeline's, per VerSe label: " + ", ".join(
+                f"{value}: Dice {d['dice']} ({d['voxels'][0]} vs {d['voxels'][1]} voxels)"
+                for value, d in summary["dice_vs_current"].items())]
+        if "baseline" in summary and PROPOSED not in name:
             base = summary["baseline"]
             lines += ["", f"Baseline (whole volume, grid {'×'.join(map(str, base['grid']))}, "
                           f"{base['windows']} windows): " + ", ".join(

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,15 +87,26 @@ def measure_input(name: str, path: Path, args: argparse.Namespace) -> dict:
     entry = describe_input(path)
     options = ["--input", str(path), *model_options(args)]
     entry["runs"], entry["baseline_runs"] = [], []
-    for repeat in range(args.repeats):
-        entry["runs"].append(run_child("ours", options))
-        say(f"  {name} run {repeat + 1}: {entry['runs'][-1]['end_to_end_s']:.2f} s, "
-            f"{entry['runs'][-1]['peak_rss_mb']:.0f} MB")
+    variants = [("runs", [])] + ([("prototype_runs", ["--prototypes", args.prototypes])] if args.prototypes else [])
+    scratch = Path(tempfile.mkdtemp(prefix="lumbarseg-bench-labels-"))
+    for key, extra in variants:
+        entry[key] = []
+        for repeat in range(args.repeats):
+            keep = ["--labels-out", str(scratch / f"{key}.nii.gz")] if repeat == 0 else []
+            entry[key].append(run_child("ours", options + extra + keep))
+            say(f"  {name} {key.replace('_', ' ')[:-1]} {repeat + 1}: {entry[key][-1]['end_to_end_s']:.2f} s, "
+                f"{entry[key][-1]['peak_rss_mb']:.0f} MB")
     for repeat in range(args.baseline_repeats):
         entry["baseline_runs"].append(run_child("baseline", options))
         say(f"  {name} baseline {repeat + 1}: {entry['baseline_runs'][-1]['end_to_end_s']:.2f} s, "
             f"{entry['baseline_runs'][-1]['peak_rss_mb']:.0f} MB")
     entry["summary"] = report.summarise(entry["runs"], entry["baseline_runs"])
+    if args.prototypes:
+        entry["summary_prototypes"] = report.summarise(entry["prototype_runs"], entry["baseline_runs"])
+        current, proposed = (sitk.GetArrayFromImage(sitk.ReadImage(str(scratch / f"{key}.nii.gz")))
+                             for key in ("runs", "prototype_runs"))
+        entry["summary_prototypes"]["dice_vs_current"] = report.dice_by_label(current, proposed)
+    shutil.rmtree(scratch, ignore_errors=True)
     return entry
 
 
@@ -169,6 +181,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"input cache (default: {DEFAULT_CACHE})")
     parser.add_argument("--real-ct", type=Path, default=REAL_CT, help="the real CT input")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: bench/results)")
+    parser.add_argument("--prototypes", nargs="?", const="all",
+                        help="also measure the pipeline with the proposed changes of bench/prototypes.py applied "
+                             "(all, or comma-separated names: read,resample,localizer_batch,crop,restore,seg_nrrd)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     parser.add_argument("--no-precision", action="store_true", help="skip the fp32/bf16 window measurement")
     parser.add_argument("--note", default="", help="a remark written into the results (e.g. concurrent load)")
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         except ChildFailed as error:
             say(f"{name}: {error}")
             results.setdefault("failed", {})[name] = str(error)
-    results["targets"] = report.check_targets({n: i["summary"] for n, i in results["inputs"].items()})
+    results["targets"] = report.check_targets(report.labelled_summaries(results["inputs"]))
     if not args.no_precision:
         say("precision: one XUNet window")
         results["precision"] = measure_precision(args)
