@@ -23,9 +23,23 @@ _TEMP_MARK = ".tmp-"
 _ASIDE_MARK = ".old-"
 
 
+# Writers pick the file format from the extension (SimpleITK refuses a NIfTI name without one),
+# so the temporary name keeps it: "case_seg.nii.gz" is written as ".case_seg.tmp-<pid>.nii.gz".
+KNOWN_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".json", ".png", ".md")
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """``name`` as (base, known extension or "")."""
+    for extension in KNOWN_EXTENSIONS:
+        if name.endswith(extension) and len(name) > len(extension):
+            return name[: -len(extension)], extension
+    return name, ""
+
+
 def temporary_name(name: str, pid: int | None = None) -> str:
     """The hidden name an output is written under before it is renamed to ``name``."""
-    return f".{name}{_TEMP_MARK}{os.getpid() if pid is None else pid}"
+    base, extension = split_extension(name)
+    return f".{base}{_TEMP_MARK}{os.getpid() if pid is None else pid}{extension}"
 
 
 class OutputTransaction:
@@ -201,10 +215,12 @@ def _remove(path: Path) -> None:
 
 
 def _remove_stale_temporaries(outdir: Path, names: list[str]) -> None:
-    """Delete ``.<name>.tmp-<pid>`` left by a process that no longer runs (it was killed with SIGKILL)."""
+    """Delete temporaries (``temporary_name``) left by a process that no longer runs (killed with SIGKILL)."""
     for name in names:
-        for candidate in outdir.glob(glob.escape(f".{name}{_TEMP_MARK}") + "*"):
-            pid_text = candidate.name[len(f".{name}{_TEMP_MARK}"):]
+        base, extension = split_extension(name)
+        prefix = f".{base}{_TEMP_MARK}"
+        for candidate in outdir.glob(glob.escape(prefix) + "*" + glob.escape(extension)):
+            pid_text = candidate.name[len(prefix) : len(candidate.name) - len(extension)]
             if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
                 _remove(candidate)
 

@@ -193,7 +193,7 @@ def run_segment(input_path: Path, outdir: Path, options: SegmentOptions, *, prog
         result = segment_ct(ct, models, progress=progress, timer=timer)
 
         progress.stage("write")
-        sitk.WriteImage(result.labels, str(outputs.path(names["labels"])), useCompression=True)
+        sitk.WriteImage(result.labels, str(outputs.path(names["labels"])), useCompression=True, imageIO="NiftiImageIO")
         seg_nrrd.write_seg_nrrd(result.labels, outputs.path(names["segmentation"]))
         if options.mesh:
             mesh_dir = outputs.path(names["meshes"])

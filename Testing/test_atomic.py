@@ -53,7 +53,7 @@ def test_temporary_names_are_hidden_and_in_the_output_folder(tmp_path):
     outputs = OutputTransaction(tmp_path, overwrite=False)
     temporary = outputs.path("case_seg.nii.gz")
     assert temporary.parent == tmp_path
-    assert temporary.name == temporary_name("case_seg.nii.gz") == f".case_seg.nii.gz.tmp-{os.getpid()}"
+    assert temporary.name == temporary_name("case_seg.nii.gz") == f".case_seg.tmp-{os.getpid()}.nii.gz"
     outputs.rollback()
 
 
