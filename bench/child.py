@@ -9,8 +9,8 @@ Modes:
     profile   ``ours`` under cProfile, top entries written to a text file;
     window    one XUNet window in fp32 and, optionally, under bf16 autocast.
 
-The parent reads the process's peak RSS with ``os.wait4``; the child writes its
-timings (and its own VmHWM as a cross-check) as JSON to ``--result``.
+The child writes its timings and its peak resident memory (VmHWM, its own
+high-water mark) as JSON to ``--result``.
 """
 
 from __future__ import annotations
@@ -74,25 +74,6 @@ class NestedTimes:
         return {key: round(value, 3) for key, value in self.seconds.items()}
 
 
-def write_image_via_extension(image: sitk.Image, file_name: str, *args, **kwargs) -> None:
-    """``sitk.WriteImage`` that also writes to ``OutputTransaction``'s temporary names.
-
-    Workaround: the temporary name ``.<name>.nii.gz.tmp-<pid>`` hides the extension
-    SimpleITK picks the writer by, so the pipeline's NIfTI write fails. Writing
-    beside it under a name that keeps the extension and renaming costs the same.
-    """
-    path = Path(file_name)
-    if ".tmp-" not in path.name:
-        ORIGINAL_WRITE_IMAGE(image, file_name, *args, **kwargs)
-        return
-    named = path.with_name(path.name.replace(".tmp-", "-tmp-", 1) + "".join(Path(path.name.split(".tmp-")[0]).suffixes))
-    ORIGINAL_WRITE_IMAGE(image, str(named), *args, **kwargs)
-    named.replace(path)
-
-
-ORIGINAL_WRITE_IMAGE = sitk.WriteImage
-
-
 def count_windows(owner: object, attribute: str, name: str, into: dict[str, dict]) -> None:
     """Record the grid and the number of windows of each ``sliding_window`` call under ``name``."""
     original: Callable = getattr(owner, attribute)
@@ -113,7 +94,6 @@ def count_windows(owner: object, attribute: str, name: str, into: dict[str, dict
 
 def instrument_pipeline(windows: dict[str, dict]) -> NestedTimes:
     """Time the pipeline's stages and their parts without changing the pipeline's code."""
-    sitk.WriteImage = write_image_via_extension
     count_windows(localize, "sliding_window", "localize", windows)
     count_windows(segment, "sliding_window", "segment", windows)
     times = NestedTimes()

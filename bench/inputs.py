@@ -3,11 +3,14 @@
 The phantoms lie on exact clinical grids (matrix, spacing, int16) centred on the
 phantom's abdomen, so reading, resampling and writing cost what they cost on a
 scanner's output. They are cached outside the repository, keyed by everything
-that defines them, and written as ``.nii.gz`` so that reading is measured for real.
+that defines them (grid, seed, LumbarSeg version, a hash of the generator's
+source), and written as ``.nii.gz`` so that reading is measured for real.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from LumbarSegLib import __version__
+from LumbarSegLib import __version__, phantom
 from LumbarSegLib.phantom import Anatomy, Grid, render, sample_anatomy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +38,16 @@ class PhantomInput:
     def key(self) -> str:
         size = "x".join(str(n) for n in self.size)
         spacing = "x".join(f"{s:g}" for s in self.spacing)
-        return f"phantom_{size}_{spacing}mm_seed{self.seed}_v{__version__}"
+        return f"phantom_{size}_{spacing}mm_seed{self.seed}_v{__version__}_{generator_digest()}"
+
+
+@functools.lru_cache(maxsize=1)
+def generator_digest() -> str:
+    """A short hash of the phantom generator's source, so a changed generator never reuses a stale cache."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(phantom.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 PHANTOMS: dict[str, PhantomInput] = {

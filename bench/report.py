@@ -169,7 +169,7 @@ def markdown(results: dict) -> str:
          for name, s in summaries.items() for i in [entries[name]]))
     lines += ["", "*End to end*: `run_segment` from reading the file to the last output written (models loaded "
               "beforehand). *Process*: the whole fresh process as the Slicer module runs it (Python start, imports, "
-              "model loading included). *Peak RSS*: the process's maximum resident set (`wait4` ru_maxrss).", ""]
+              "model loading included). *Peak RSS*: the process's maximum resident set (its `VmHWM`).", ""]
     lines += ["## Targets (issue 5)", ""]
     lines += _table(["input", "metric", "target", "reached", "met"], (
         [t["input"], t["metric"], ("≤ " if t["direction"] == "max" else "≥ ") + _fmt(t["limit"], 1),

@@ -40,7 +40,7 @@ class ChildFailed(RuntimeError):
 
 
 def run_child(mode: str, options: list[str], *, timeout: float | None = None) -> dict:
-    """Run ``bench.child`` in a fresh process; its JSON result plus its wall time and peak RSS."""
+    """Run ``bench.child`` in a fresh process; its JSON result plus its wall time and peak RSS (its VmHWM)."""
     with tempfile.TemporaryDirectory(prefix="lumbarseg-bench-") as scratch:
         result_file, log_file = Path(scratch) / "result.json", Path(scratch) / "log.txt"
         command = [sys.executable, "-m", "bench.child", mode, "--result", str(result_file), *options]
@@ -61,7 +61,9 @@ def run_child(mode: str, options: list[str], *, timeout: float | None = None) ->
             raise ChildFailed(f"{mode} failed (exit {process.returncode}, {wall:.0f} s):\n{tail}")
         result = json.loads(result_file.read_text())
     result["process_wall_s"] = round(wall, 3)
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
+    # The child's own high-water mark: ru_maxrss also counts the pre-exec image, i.e. this parent's peak.
+    result["rusage_maxrss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = result.pop("child_vmhwm_mb", None) or result["rusage_maxrss_mb"]
     return result
 
 
@@ -118,7 +120,7 @@ def measure_precision(args: argparse.Namespace) -> list[dict]:
                          ("small window fp32 vs bf16", ["--window", *map(str, BF16_WINDOW), "--bf16"])):
         try:
             result = run_child("window", options + extra, timeout=WINDOW_TIMEOUT_S)
-            measured.append({"label": label, **{k: v for k, v in result.items() if k not in ("child_vmhwm_mb",)}})
+            measured.append({"label": label, **result})
         except ChildFailed as error:
             measured.append({"label": label, "error": str(error).splitlines()[0]})
         say(f"  {measured[-1]}")
