@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from LumbarSegLib import geometry, io, pipeline, seg_nrrd
 from LumbarSegLib.inference import select_device, sliding_window
