@@ -7,7 +7,8 @@ cleaned result:
 - each vertebra class keeps its largest connected component; the voxels of
   other fragments lose that class and fall to their next most likely class
   (usually the vertebra they are embedded in);
-- enclosed holes of a vertebra are filled with it.
+- enclosed holes of a vertebra are filled with it;
+- a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported.
 
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
@@ -28,6 +29,12 @@ THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
 LOW_CONFIDENCE = 0.75
+# Smallest in-plane extent of anything called a lumbar vertebra: the body alone of the
+# smallest adult lumbar vertebra is ~35 mm wide and ~25 mm deep. Catches rods, tubes and
+# calcified vessels that a network might label; field-of-view cuts are mostly axial and
+# leave the in-plane extent intact.
+MIN_WIDTH_MM = 25.0
+MIN_DEPTH_MM = 20.0
 
 
 @dataclass
@@ -83,6 +90,32 @@ def fill_holes(probabilities: np.ndarray) -> None:
         if holes.any():
             probabilities[:, holes] = 0.0
             probabilities[cls, holes] = 1.0
+
+
+def drop_implausible_levels(probabilities: np.ndarray, spacing_mm: float) -> list[Finding]:
+    """Remove vertebra classes whose in-plane extent is too small for a vertebra (in place).
+
+    Axis 2 of the canonical grid is left-right, axis 1 antero-posterior.
+    """
+    labels = probabilities.argmax(axis=0)
+    findings = []
+    for cls in VERTEBRA_CLASSES:
+        mask = labels == cls
+        if not mask.any():
+            continue
+        _, rows, columns = np.nonzero(mask)
+        width = (columns.max() - columns.min() + 1) * spacing_mm
+        depth = (rows.max() - rows.min() + 1) * spacing_mm
+        if width < MIN_WIDTH_MM or depth < MIN_DEPTH_MM:
+            probabilities[:, mask] = 0.0
+            probabilities[0, mask] = 1.0
+            name = NETWORK_CLASSES[cls]
+            findings.append(Finding(
+                "implausible_level",
+                f"a structure labelled {name} ({width:.0f} x {depth:.0f} mm) is too small to be a vertebra: removed",
+                name,
+            ))
+    return findings
 
 
 def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_mm: float,
@@ -158,6 +191,7 @@ def clean(probabilities: np.ndarray, *, spacing_mm: float, origin_z_mm: float) -
     """
     keep_largest_components(probabilities, spacing_mm**3 / 1000.0)
     fill_holes(probabilities)
+    removed = drop_implausible_levels(probabilities, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
-    return CleanResult(labels=labels, levels=levels, findings=anatomical_findings(levels))
+    return CleanResult(labels=labels, levels=levels, findings=removed + anatomical_findings(levels))

@@ -89,3 +89,13 @@ def test_low_confidence_is_flagged():
 def test_no_lumbar_vertebra():
     result = clean(one_hot(np.zeros((16, 16, 16), dtype=np.uint8)), spacing_mm=SPACING, origin_z_mm=0.0)
     assert codes(result) == ["no_lumbar_vertebra"]
+
+
+def test_rod_labelled_as_vertebrae_is_removed_and_reported():
+    labels = np.zeros((80, 24, 24), dtype=np.uint8)
+    for i in range(5):
+        labels[6 + 14 * i : 18 + 14 * i, 9:15, 9:15] = 5 - i  # 12 x 12 mm, 3.5 mL each: a rod, not a vertebra
+    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    assert codes(result).count("implausible_level") == 5
+    assert "no_lumbar_vertebra" in codes(result)
+    assert not result.labels.any()
