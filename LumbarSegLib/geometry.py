@@ -131,34 +131,67 @@ def index_region(image: sitk.Image, box: Box) -> tuple[np.ndarray, np.ndarray]:
     return start, stop
 
 
+def sub_grid(reference: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
+    """The part [lower, upper) (z, y, x indices) of a grid, as a reference image."""
+    return sitk.RegionOfInterest(reference, [int(n) for n in (upper - lower)[::-1]], [int(i) for i in lower[::-1]])
+
+
+def _resample_probability(probability: np.ndarray, grid: sitk.Image, onto: sitk.Image, default: float) -> np.ndarray:
+    image = array_to_image(np.ascontiguousarray(probability), grid)
+    return sitk.GetArrayFromImage(sitk.Resample(image, onto, sitk.Transform(), sitk.sitkLinear, default,
+                                                sitk.sitkFloat32))
+
+
 def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image) -> np.ndarray:
     """Argmax of class probabilities resampled onto the target (input) grid.
 
+    Each foreground class is resampled only inside the box where it can win,
+    which is exact: linear interpolation is a convex combination of neighbours,
+    so a class below 1/C at all of them stays below 1/C, and the winner of C
+    probabilities summing to one is at least 1/C. Background is resampled in
+    the union of those boxes; everything else is background.
+
     Args:
-        probabilities: (classes, z, y, x) float32 on the ``canonical`` grid.
+        probabilities: (classes, z, y, x) float32 on the ``canonical`` grid, summing to one.
         canonical: reference image of the probabilities' grid.
         target: the input image whose grid the result lies on.
 
     Returns:
-        (z, y, x) uint8 class indices of the full target grid; voxels outside the
-        canonical box are background. Only the target sub-region covering the
-        canonical box is resampled, one class at a time, to bound memory.
+        (z, y, x) uint8 class indices of the full target grid.
     """
+    classes = probabilities.shape[0]
     result = np.zeros(target.GetSize()[::-1], dtype=np.uint8)
-    start, stop = index_region(target, physical_box(canonical))
+    boxes = {}
+    for cls in range(1, classes):
+        present = np.argwhere(probabilities[cls] >= 1.0 / classes)
+        if present.size:
+            boxes[cls] = (np.maximum(present.min(axis=0) - 1, 0),
+                          np.minimum(present.max(axis=0) + 2, probabilities.shape[1:]))
+    if not boxes:
+        return result
+    lower = np.min([box[0] for box in boxes.values()], axis=0)
+    upper = np.max([box[1] for box in boxes.values()], axis=0)
+    union = sub_grid(canonical, lower, upper)
+    start, stop = index_region(target, physical_box(union))
     if np.any(stop <= start):
         return result
     region = sitk.RegionOfInterest(target, [int(s) for s in stop - start], [int(s) for s in start])
-    best = np.zeros(region.GetSize()[::-1], dtype=np.float32)
-    label = np.zeros(region.GetSize()[::-1], dtype=np.uint8)
-    for cls in range(probabilities.shape[0]):
-        prob = array_to_image(probabilities[cls], canonical)
-        default = 1.0 if cls == 0 else 0.0
-        resampled = sitk.GetArrayFromImage(
-            sitk.Resample(prob, region, sitk.Transform(), sitk.sitkLinear, default, sitk.sitkFloat32)
+    best = _resample_probability(
+        probabilities[0, lower[0] : upper[0], lower[1] : upper[1], lower[2] : upper[2]], union, region, 1.0
+    )
+    label = np.zeros(best.shape, dtype=np.uint8)
+    for cls, (low, high) in boxes.items():
+        grid = sub_grid(canonical, low, high)
+        first, last = index_region(region, physical_box(grid))
+        if np.any(last <= first):
+            continue
+        part = sitk.RegionOfInterest(region, [int(s) for s in last - first], [int(s) for s in first])
+        resampled = _resample_probability(
+            probabilities[cls, low[0] : high[0], low[1] : high[1], low[2] : high[2]], grid, part, 0.0
         )
-        better = resampled > best
-        best[better] = resampled[better]
-        label[better] = cls
+        view = tuple(slice(int(a), int(b)) for a, b in zip(first[::-1], last[::-1]))
+        better = resampled > best[view]
+        best[view][better] = resampled[better]
+        label[view][better] = cls
     result[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]] = label
     return result

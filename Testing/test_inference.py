@@ -32,9 +32,11 @@ class Mean(nn.Module):
 
 
 @pytest.mark.parametrize("shape", [(20, 17, 9), (40, 33, 50), (8, 8, 8)])
-def test_pointwise_network_gives_identical_result_through_windows(shape):
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_pointwise_network_gives_identical_result_through_windows(shape, batch):
     volume = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-    probs = sliding_window(Pointwise(), volume, patch=(16, 16, 16), device=torch.device("cpu"), pad_value=-1.0)
+    probs = sliding_window(Pointwise(), volume, patch=(16, 16, 16), device=torch.device("cpu"), pad_value=-1.0,
+                           batch=batch)
     expected = torch.softmax(torch.from_numpy(np.stack([volume, -volume, 2 * volume])), dim=0).numpy()
     assert probs.shape == (3,) + shape
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
@@ -46,7 +48,9 @@ def test_windows_cover_every_voxel_and_report_progress():
     out = sliding_window(Mean(), volume, patch=(16, 16, 16), device=torch.device("cpu"), pad_value=0.0,
                          activation="sigmoid", on_window=lambda done, total: calls.append((done, total)))
     assert np.isfinite(out).all()
-    assert calls[-1][0] == calls[-1][1] == len(calls) > 1
+    totals = {total for _, total in calls}
+    assert len(totals) == 1 and calls[-1][0] == calls[-1][1] > 2
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
 def test_window_starts_cover_and_overlap():
