@@ -174,12 +174,14 @@ def test_sigterm_handler_raises_cancelled_and_restores(tmp_path):
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
     from LumbarSegLib.atomic import OutputTransaction, install_signal_handlers
     from LumbarSegLib.errors import CancelledError
 
     install_signal_handlers()
+    # A parent started in the background (nohup, CI runners) may hand SIGINT down as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     outdir = Path(sys.argv[1])
     try:
         with OutputTransaction(outdir, overwrite=True) as outputs:
