@@ -104,14 +104,15 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     box = spine_box(probability, coarse)
     timer.lap("localize")
 
-    probabilities, crop, _ = segment_probabilities(
+    probabilities, crop, crop_hu = segment_probabilities(
         ct, box, models.xunet, models.xunet_spec, device=models.device,
         on_window=lambda done, total: progress.stage("segment", done / total),
     )
     timer.lap("segment")
 
     progress.stage("postprocess")
-    cleaned = clean(probabilities, spacing_mm=models.xunet_spec.spacing_mm, origin_z_mm=crop.GetOrigin()[2])
+    cleaned = clean(probabilities, hu=crop_hu, spacing_mm=models.xunet_spec.spacing_mm,
+                    origin_z_mm=crop.GetOrigin()[2])
     if any(f.code == "no_lumbar_vertebra" for f in cleaned.findings):
         raise NoSpineError("the spine was located but no lumbar vertebra was recognised in it")
     timer.lap("postprocess")

@@ -35,6 +35,9 @@ LOW_CONFIDENCE = 0.75
 # leave the in-plane extent intact.
 MIN_WIDTH_MM = 25.0
 MIN_DEPTH_MM = 20.0
+# Voxels above this are bone (cortical shell, most cancellous bone); the extent check
+# uses them so that soft tissue labelled around a narrow bony structure does not count.
+BONE_HU = 150.0
 
 
 @dataclass
@@ -92,8 +95,8 @@ def fill_holes(probabilities: np.ndarray) -> None:
             probabilities[cls, holes] = 1.0
 
 
-def drop_implausible_levels(probabilities: np.ndarray, spacing_mm: float) -> list[Finding]:
-    """Remove vertebra classes whose in-plane extent is too small for a vertebra (in place).
+def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_mm: float) -> list[Finding]:
+    """Remove vertebra classes whose bone is too narrow for a vertebra (in place).
 
     Axis 2 of the canonical grid is left-right, axis 1 antero-posterior.
     """
@@ -103,16 +106,16 @@ def drop_implausible_levels(probabilities: np.ndarray, spacing_mm: float) -> lis
         mask = labels == cls
         if not mask.any():
             continue
-        _, rows, columns = np.nonzero(mask)
-        width = (columns.max() - columns.min() + 1) * spacing_mm
-        depth = (rows.max() - rows.min() + 1) * spacing_mm
+        _, rows, columns = np.nonzero(mask & (hu > BONE_HU))
+        width = (columns.max() - columns.min() + 1) * spacing_mm if columns.size else 0.0
+        depth = (rows.max() - rows.min() + 1) * spacing_mm if rows.size else 0.0
         if width < MIN_WIDTH_MM or depth < MIN_DEPTH_MM:
             probabilities[:, mask] = 0.0
             probabilities[0, mask] = 1.0
             name = NETWORK_CLASSES[cls]
             findings.append(Finding(
                 "implausible_level",
-                f"a structure labelled {name} ({width:.0f} x {depth:.0f} mm) is too small to be a vertebra: removed",
+                f"a structure labelled {name} (bone {width:.0f} x {depth:.0f} mm) is too narrow to be a vertebra: removed",
                 name,
             ))
     return findings
@@ -181,17 +184,18 @@ def anatomical_findings(levels: dict[str, LevelSummary]) -> list[Finding]:
     return findings
 
 
-def clean(probabilities: np.ndarray, *, spacing_mm: float, origin_z_mm: float) -> CleanResult:
+def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origin_z_mm: float) -> CleanResult:
     """Clean probabilities in place and check the result.
 
     Args:
         probabilities: (classes, z, y, x) on the canonical crop grid (axis 0 = superior).
+        hu: the CT in HU on the same grid.
         spacing_mm: isotropic spacing of that grid.
         origin_z_mm: physical z of the grid's first slice.
     """
     keep_largest_components(probabilities, spacing_mm**3 / 1000.0)
     fill_holes(probabilities)
-    removed = drop_implausible_levels(probabilities, spacing_mm)
+    removed = drop_implausible_levels(probabilities, hu, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
     return CleanResult(labels=labels, levels=levels, findings=removed + anatomical_findings(levels))

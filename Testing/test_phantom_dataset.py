@@ -19,7 +19,7 @@ def test_phantom_set_in_verse_layout(tmp_path):
     for _, ct_path, truth_path in cases:
         ct, truth = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(truth_path))
         assert ct.GetSize() == truth.GetSize() and ct.GetDirection() == truth.GetDirection()
-    l6_truth = sitk.GetArrayViewFromImage(sitk.ReadImage(str(cases[1][2])))
+    l6_truth = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[1][2])))
     assert (l6_truth == 25).any()
 
 

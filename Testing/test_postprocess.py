@@ -27,12 +27,18 @@ def one_hot(labels: np.ndarray, confidence: float = 0.9) -> np.ndarray:
     return probs
 
 
+def run_clean(probs: np.ndarray):
+    """Clean with bone (400 HU) wherever a class other than background wins, soft tissue elsewhere."""
+    hu = np.where(probs.argmax(axis=0) > 0, 400.0, 40.0).astype(np.float32)
+    return clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
+
+
 def codes(result) -> list[str]:
     return [f.code for f in result.findings]
 
 
 def test_clean_anatomy_gives_no_findings():
-    result = clean(one_hot(stacked_levels()), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(stacked_levels()))
     assert codes(result) == []
     assert set(result.levels) == {"L1", "L2", "L3", "L4", "L5"}
     assert result.levels["L1"].centroid_z_mm > result.levels["L5"].centroid_z_mm
@@ -47,7 +53,7 @@ def test_stray_fragment_falls_to_next_most_likely_class():
     probs[:, fragment[0], fragment[1], fragment[2]] = 0.0
     probs[3][fragment] = 0.6  # L3 wins there...
     probs[1][fragment] = 0.4  # ...L1 is second
-    result = clean(probs, spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(probs)
     assert (result.labels[fragment] == 1).all()
     assert (result.labels == 3).sum() == (labels == 3).sum()
 
@@ -55,20 +61,20 @@ def test_stray_fragment_falls_to_next_most_likely_class():
 def test_enclosed_hole_is_filled():
     labels = stacked_levels()
     labels[40:43, 10:13, 10:13] = 0
-    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(labels))
     assert (result.labels[40:43, 10:13, 10:13] != 0).all()
 
 
 def test_swapped_levels_are_reported_not_relabelled():
     labels = stacked_levels(order=(1, 3, 2, 4, 5))
-    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(labels))
     assert "label_order" in codes(result)
     np.testing.assert_array_equal(result.labels, labels)
 
 
 def test_gap_and_missing_end_levels_are_reported():
     labels = stacked_levels(order=(1, 2, 0, 4, 0))
-    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(labels))
     missing = {f.level: f.code for f in result.findings}
     assert missing["L3"] == "missing_level"
     assert missing["L5"] == "level_not_found"
@@ -77,17 +83,17 @@ def test_gap_and_missing_end_levels_are_reported():
 def test_sixth_lumbar_vertebra_is_flagged():
     labels = stacked_levels(order=(1, 2, 3, 4, 5))
     labels[0:6, 4:20, 4:20] = 6
-    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(labels))
     assert "transitional_anatomy" in codes(result)
 
 
 def test_low_confidence_is_flagged():
-    result = clean(one_hot(stacked_levels(), confidence=0.5), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(stacked_levels(), confidence=0.5))
     assert codes(result).count("low_confidence") == 5
 
 
 def test_no_lumbar_vertebra():
-    result = clean(one_hot(np.zeros((16, 16, 16), dtype=np.uint8)), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(np.zeros((16, 16, 16), dtype=np.uint8)))
     assert codes(result) == ["no_lumbar_vertebra"]
 
 
@@ -95,7 +101,16 @@ def test_rod_labelled_as_vertebrae_is_removed_and_reported():
     labels = np.zeros((80, 24, 24), dtype=np.uint8)
     for i in range(5):
         labels[6 + 14 * i : 18 + 14 * i, 9:15, 9:15] = 5 - i  # 12 x 12 mm, 3.5 mL each: a rod, not a vertebra
-    result = clean(one_hot(labels), spacing_mm=SPACING, origin_z_mm=0.0)
+    result = run_clean(one_hot(labels))
     assert codes(result).count("implausible_level") == 5
     assert "no_lumbar_vertebra" in codes(result)
     assert not result.labels.any()
+
+
+def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
+    labels = stacked_levels()
+    probs = one_hot(labels)
+    hu = np.full(labels.shape, 40.0, dtype=np.float32)
+    hu[:, 10:14, 10:14] = 900.0  # only an 8 x 8 mm rod inside the 32 x 32 mm "vertebrae" is bone
+    result = clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
+    assert codes(result).count("implausible_level") == 5
