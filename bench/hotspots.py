@@ -33,8 +33,7 @@ from LumbarSegLib.postprocess import clean
 from LumbarSegLib.segment import crop_reference
 
 from bench.child import load_models
-from bench.prototypes import (exact_patch_crop, gzip_trailer_size, localizer_single_pass, resample_shrink_first,
-                              restore_class_boxes, sliding_window_batched)
+from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass, resample_shrink_first
 
 PAD = float(normalise_hu(np.array([AIR_HU]))[0])
 
@@ -86,8 +85,6 @@ def compare(args: argparse.Namespace) -> dict:
     volume = normalise_hu(sitk.GetArrayFromImage(current))
     (probability, _), now = measured(lambda: lumbar_probability(ct, models.localizer, loc_spec, device=device))
     single, new = measured(lambda: localizer_single_pass(models.localizer, volume, device))
-    batched, two = measured(lambda: sliding_window_batched(models.localizer, volume, patch=loc_spec.patch,
-                                                           device=device, pad_value=PAD, activation="sigmoid")[0])
     box = spine_box(probability, coarse)
     try:
         single_box = box_difference_mm(box, spine_box(single, coarse))
@@ -95,9 +92,7 @@ def compare(args: argparse.Namespace) -> dict:
         single_box = f"{type(error).__name__}: {error}"
     out["localizer_network"] = {"current_sliding_window_incl_resample": now, "single_pass": new,
                                 "max_abs_probability_diff": round(float(np.abs(single - probability).max()), 4),
-                                "box_difference_mm": single_box, "sliding_window_batch_2_excl_resample": two,
-                                "batch_2_max_abs_probability_diff": round(float(np.abs(batched - probability).max()), 6),
-                                "batch_2_box_difference_mm": box_difference_mm(box, spine_box(batched, coarse))}
+                                "box_difference_mm": single_box}
 
     patch = x_spec.patch
     crops = {"current": crop_reference(box, x_spec, multiple_of=models.xunet.size_multiple),
@@ -106,8 +101,9 @@ def compare(args: argparse.Namespace) -> dict:
                  x_spec.spacing_mm, patch, models.xunet.size_multiple)}
     out["segment"] = {}
     results = {}
+    crop_hu = {}
     for name, reference in crops.items():
-        hu = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
+        hu = crop_hu[name] = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
         for overlap in (0.5, 0.25):
             windows: list[int] = []
             probs, timing = measured(lambda: sliding_window(
@@ -121,12 +117,11 @@ def compare(args: argparse.Namespace) -> dict:
     out["segment"]["argmax agreement, overlap 0.25 vs 0.5"] = round(float(
         (results[("current", 0.25)].argmax(0) == probabilities.argmax(0)).mean()), 5)
 
-    cleaned, timing = measured(lambda: clean(probabilities, spacing_mm=x_spec.spacing_mm,
+    cleaned, timing = measured(lambda: clean(probabilities, hu=crop_hu["current"], spacing_mm=x_spec.spacing_mm,
                                              origin_z_mm=crop.GetOrigin()[2]))
     out["postprocess"] = timing
     classes, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct))
-    fast, new = measured(lambda: restore_class_boxes(probabilities, crop, ct))
-    out["restore"] = {"current": now, "class_boxes": new, "voxels_differing": int((classes != fast).sum())}
+    out["restore"] = {"current": now}
 
     labels = geometry.array_to_image(pipeline.OUTPUT_LOOKUP[classes], ct)
     full, now = measured(lambda: vertebra_measurements(ct, labels))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from LumbarSegLib import geometry, io, localize, segment, seg_nrrd
-from LumbarSegLib.inference import _windows, gaussian_weights, padded_shape, predict_logits
+from LumbarSegLib import geometry, io, segment, seg_nrrd
+from LumbarSegLib.inference import predict_logits
 from LumbarSegLib.intensity import AIR_HU, normalise_hu
 from LumbarSegLib.models import ModelSpec
 
@@ -48,60 +47,6 @@ def resample_shrink_first(image: sitk.Image, reference: sitk.Image, *, antialias
     return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, default_value, sitk.sitkFloat32)
 
 
-def _sub_grid(canonical: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
-    """The part [lower, upper) (z, y, x indices) of a canonical grid, as a reference image."""
-    return sitk.RegionOfInterest(canonical, [int(n) for n in (upper - lower)[::-1]], [int(i) for i in lower[::-1]])
-
-
-def _resampled(probability: np.ndarray, grid: sitk.Image, onto: sitk.Image, default: float) -> np.ndarray:
-    image = geometry.array_to_image(np.ascontiguousarray(probability), grid)
-    return sitk.GetArrayFromImage(sitk.Resample(image, onto, sitk.Transform(), sitk.sitkLinear, default,
-                                                sitk.sitkFloat32))
-
-
-def restore_class_boxes(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image) -> np.ndarray:
-    """``geometry.restore_labels`` resampling each class only where it can win.
-
-    Exact: linear interpolation is a convex combination of 8 neighbours, so a class
-    below 1/C at all of them stays below 1/C there and cannot be the argmax (the
-    winner is always >= 1/C because the C probabilities sum to 1). Each vertebra
-    class is resampled in the box of its voxels >= 1/C (plus one voxel), background
-    only in the union of those boxes; everything outside is background.
-    """
-    classes = probabilities.shape[0]
-    result = np.zeros(target.GetSize()[::-1], dtype=np.uint8)
-    boxes = {}
-    for cls in range(1, classes):
-        present = np.argwhere(probabilities[cls] >= 1.0 / classes)
-        if present.size:
-            boxes[cls] = (np.maximum(present.min(axis=0) - 1, 0),
-                          np.minimum(present.max(axis=0) + 2, probabilities.shape[1:]))
-    if not boxes:
-        return result
-    lower = np.min([b[0] for b in boxes.values()], axis=0)
-    upper = np.max([b[1] for b in boxes.values()], axis=0)
-    union = _sub_grid(canonical, lower, upper)
-    start, stop = geometry.index_region(target, geometry.physical_box(union))
-    if np.any(stop <= start):
-        return result
-    region = sitk.RegionOfInterest(target, [int(s) for s in stop - start], [int(s) for s in start])
-    best = _resampled(probabilities[0, lower[0]:upper[0], lower[1]:upper[1], lower[2]:upper[2]], union, region, 1.0)
-    label = np.zeros(best.shape, dtype=np.uint8)
-    for cls, (lo, hi) in boxes.items():
-        grid = _sub_grid(canonical, lo, hi)
-        first, last = geometry.index_region(region, geometry.physical_box(grid))
-        if np.any(last <= first):
-            continue
-        part = sitk.RegionOfInterest(region, [int(s) for s in last - first], [int(s) for s in first])
-        resampled = _resampled(probabilities[cls, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], grid, part, 0.0)
-        view = tuple(slice(int(a), int(b)) for a, b in zip(first[::-1], last[::-1]))
-        better = resampled > best[view]
-        best[view][better] = resampled[better]
-        label[view][better] = cls
-    result[start[2]:stop[2], start[1]:stop[1], start[0]:stop[0]] = label
-    return result
-
-
 def gzip_trailer_size(path: Path) -> int:
     """The uncompressed length (mod 2**32) a gzip file's trailer states: O(1) instead of decompressing."""
     with path.open("rb") as stream:
@@ -121,47 +66,13 @@ def exact_patch_crop(box: geometry.Box, spacing_mm: float, patch_zyx: tuple[int,
     return reference
 
 
-def sliding_window_batched(net: torch.nn.Module, volume: np.ndarray, *, patch: tuple[int, int, int],
-                           device: torch.device, pad_value: float, overlap: float = 0.5, activation: str = "softmax",
-                           on_window: Callable[[int, int], None] | None = None, batch: int = 2) -> np.ndarray:
-    """``inference.sliding_window`` with ``batch`` windows per forward pass.
-
-    PyTorch's CPU convolution picks oneDNN (mkldnn) only when N*C*D*H > 20480 or N > 1
-    (a heuristic made for 2D); the localizer's small 48^3 windows fall to the slow
-    reference kernel (``slow_conv3d_forward``) at every layer with N = 1.
-    """
-    shape = padded_shape(volume.shape, patch, net.size_multiple)
-    padded = np.full(shape, pad_value, dtype=np.float32)
-    padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
-    window = tuple(min(p, s) for p, s in zip(patch, shape))
-    weights = gaussian_weights(window)
-    regions = list(_windows(shape, window, overlap))
-    accumulated: np.ndarray | None = None
-    weight_sum = np.zeros(shape, dtype=np.float32)
-    for first in range(0, len(regions), batch):
-        group = regions[first:first + batch]
-        x = torch.from_numpy(np.stack([padded[r] for r in group]))[:, None].to(device)
-        with torch.inference_mode():
-            logits = net(x).float().cpu()
-        probs = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
-        if accumulated is None:
-            accumulated = np.zeros((probs.shape[1],) + shape, dtype=np.float32)
-        for region, prob in zip(group, probs.numpy()):
-            accumulated[(slice(None),) + region] += prob * weights
-            weight_sum[region] += weights
-        if on_window is not None:
-            on_window(min(first + batch, len(regions)), len(regions))
-    accumulated /= weight_sum
-    return accumulated[:, : volume.shape[0], : volume.shape[1], : volume.shape[2]]
-
-
 def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torch.device) -> np.ndarray:
     """The localizer over the whole coarse volume in one forward pass (it is fully convolutional)."""
     shape = [int(np.ceil(n / net.size_multiple) * net.size_multiple) for n in volume.shape]
     padded = np.full(shape, PAD, dtype=np.float32)
     padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
-    logits = predict_logits(net, padded, device)
-    return torch.sigmoid(logits)[0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
+    logits = predict_logits(net, padded[None], device)
+    return torch.sigmoid(logits)[0, 0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
 
 
 def crop_reference_exact(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> sitk.Image:
@@ -182,9 +93,7 @@ def nifti_byte_count_from_trailer(p: Path, shown: str) -> int:
 PROTOTYPES = {
     "read": (io, "_nifti_byte_count", nifti_byte_count_from_trailer),
     "resample": (geometry, "resample_image", resample_shrink_first),
-    "localizer_batch": (localize, "sliding_window", sliding_window_batched),
     "crop": (segment, "crop_reference", crop_reference_exact),
-    "restore": (geometry, "restore_labels", restore_class_boxes),
     "seg_nrrd": (seg_nrrd.slicerio, "write_segmentation",
                  functools.partial(seg_nrrd.slicerio.write_segmentation, compression_level=1)),
 }
