@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
 
 from LumbarSegLib import geometry
 from LumbarSegLib.intensity import AIR_HU, normalise_hu
@@ -94,8 +95,6 @@ def patch_grid(center_lps: np.ndarray, patch_zyx: tuple[int, int, int], spacing_
 
 def small_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     """A random rotation matrix with each Euler angle within +-max_deg."""
-    from scipy.spatial.transform import Rotation
-
     return Rotation.from_euler("xyz", rng.uniform(-max_deg, max_deg, 3), degrees=True).as_matrix()
 
 
