@@ -19,8 +19,10 @@ AIR_HU = -1000.0
 
 def normalise_hu(hu: np.ndarray) -> np.ndarray:
     """Map HU to the network input range [-1, 2] as float32."""
-    out = np.clip(hu, HU_MIN, HU_MAX, dtype=np.float32) if hu.dtype == np.float32 else np.clip(
-        hu.astype(np.float32), HU_MIN, HU_MAX
-    )
+    out = np.clip(np.asarray(hu, dtype=np.float32), HU_MIN, HU_MAX)
     out /= HU_SCALE
     return out
+
+
+# The network input value of air: what volumes are padded with outside the scan.
+AIR_INPUT = float(normalise_hu(np.array([AIR_HU]))[0])

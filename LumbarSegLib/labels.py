@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # VerSe label values (C1..C7 = 1..7, T1..T12 = 8..19, L1..L5 = 20..24, L6 = 25,
 # sacrum = 26, T13 = 28).
 VERSE_NAMES: dict[int, str] = {
@@ -34,6 +36,13 @@ CLASS_OF_VERSE: dict[int, int] = {
     SACRUM_VALUE: 8,
 }
 VERSE_OF_OUTPUT_CLASS: dict[int, int] = {1: 20, 2: 21, 3: 22, 4: 23, 5: 24, 6: 25}
+
+
+def lookup_table(mapping: dict[int, int]) -> np.ndarray:
+    """A uint8 table ``t`` with ``t[key] = value`` (0 elsewhere), to map label arrays by indexing."""
+    table = np.zeros(256, dtype=np.uint8)
+    table[list(mapping)] = list(mapping.values())
+    return table
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import nn
 from LumbarSegLib import geometry
 from LumbarSegLib.errors import NoSpineError
 from LumbarSegLib.inference import sliding_window
-from LumbarSegLib.intensity import AIR_HU, normalise_hu
+from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
 from LumbarSegLib.models import ModelSpec
 
 # Margins around the lumbar mask (mm): cranio-caudal enough to show part of
@@ -32,7 +32,7 @@ def lumbar_probability(
     reference = geometry.canonical_reference(geometry.physical_box(ct), spec.spacing_mm, multiple_of=net.size_multiple)
     volume = normalise_hu(sitk.GetArrayFromImage(geometry.resample_image(ct, reference)))
     probability = sliding_window(
-        net, volume, patch=spec.patch, device=device, pad_value=float(normalise_hu(np.array([AIR_HU]))[0]),
+        net, volume, patch=spec.patch, device=device, pad_value=AIR_INPUT,
         activation="sigmoid", on_window=on_window,
     )
     return probability[0], reference

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
@@ -23,7 +22,7 @@ from LumbarSegLib.atomic import OutputTransaction
 from LumbarSegLib.errors import NoSpineError
 from LumbarSegLib.inference import autocast_dtype, prepare_network, select_device
 from LumbarSegLib.io import output_stem, read_ct
-from LumbarSegLib.labels import VERSE_OF_OUTPUT_CLASS
+from LumbarSegLib.labels import VERSE_OF_OUTPUT_CLASS, lookup_table
 from LumbarSegLib.localize import lumbar_probability, spine_box
 from LumbarSegLib.measurements import vertebra_measurements
 from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled
@@ -31,9 +30,7 @@ from LumbarSegLib.postprocess import Finding, clean
 from LumbarSegLib.progress import Progress
 from LumbarSegLib.segment import segment_probabilities
 
-OUTPUT_LOOKUP = np.zeros(256, dtype=np.uint8)
-for _cls, _value in VERSE_OF_OUTPUT_CLASS.items():
-    OUTPUT_LOOKUP[_cls] = _value
+OUTPUT_LOOKUP = lookup_table(VERSE_OF_OUTPUT_CLASS)
 
 
 @dataclass

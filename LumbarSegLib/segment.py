@@ -11,7 +11,7 @@ from torch import nn
 
 from LumbarSegLib import geometry
 from LumbarSegLib.inference import sliding_window
-from LumbarSegLib.intensity import AIR_HU, normalise_hu
+from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
 from LumbarSegLib.models import ModelSpec
 
 
@@ -41,6 +41,6 @@ def segment_probabilities(
     hu = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
     probabilities = sliding_window(
         net, normalise_hu(hu), patch=spec.patch, device=device,
-        pad_value=float(normalise_hu(np.array([AIR_HU]))[0]), activation="softmax", on_window=on_window,
+        pad_value=AIR_INPUT, activation="softmax", on_window=on_window,
     )
     return probabilities, reference, hu

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from LumbarSegLib import geometry, inference, localize, pipeline, seg_nrrd, segment  # noqa: E402
 from LumbarSegLib.inference import prepare_network, select_device, sliding_window  # noqa: E402
-from LumbarSegLib.intensity import AIR_HU, normalise_hu  # noqa: E402
+from LumbarSegLib.intensity import AIR_INPUT, normalise_hu  # noqa: E402
 from LumbarSegLib.io import output_stem, read_ct  # noqa: E402
 from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled, load_model  # noqa: E402
 from LumbarSegLib.progress import Progress  # noqa: E402
@@ -190,7 +190,7 @@ def run_baseline(args: argparse.Namespace) -> dict:
     timer.lap("resample")
     windows = []
     probabilities = sliding_window(
-        net, volume, patch=spec.patch, device=device, pad_value=float(normalise_hu(np.array([AIR_HU]))[0]),
+        net, volume, patch=spec.patch, device=device, pad_value=AIR_INPUT,
         activation="softmax", on_window=lambda done, total: windows.append(total),
     )
     timer.lap("network")

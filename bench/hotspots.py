@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from LumbarSegLib import geometry, io, pipeline, seg_nrrd
 from LumbarSegLib.inference import select_device, sliding_window
-from LumbarSegLib.intensity import AIR_HU, normalise_hu
+from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
 from LumbarSegLib.io import read_ct
 from LumbarSegLib.localize import lumbar_probability, spine_box
 from LumbarSegLib.measurements import vertebra_measurements
@@ -35,7 +35,7 @@ from LumbarSegLib.segment import crop_reference
 from bench.child import load_models
 from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass, resample_shrink_first
 
-PAD = float(normalise_hu(np.array([AIR_HU]))[0])
+PAD = AIR_INPUT
 
 
 def _status_mb(field: str) -> float:

@@ -17,10 +17,10 @@ import torch
 
 from LumbarSegLib import geometry, io, segment, seg_nrrd
 from LumbarSegLib.inference import predict_logits
-from LumbarSegLib.intensity import AIR_HU, normalise_hu
+from LumbarSegLib.intensity import AIR_HU, AIR_INPUT
 from LumbarSegLib.models import ModelSpec
 
-PAD = float(normalise_hu(np.array([AIR_HU]))[0])
+PAD = AIR_INPUT
 
 
 def resample_shrink_first(image: sitk.Image, reference: sitk.Image, *, antialias: bool = True,

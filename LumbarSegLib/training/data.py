@@ -25,16 +25,13 @@ from scipy.spatial.transform import Rotation
 from LumbarSegLib import geometry
 from LumbarSegLib.intensity import AIR_HU, normalise_hu
 from LumbarSegLib.io import read_ct
-from LumbarSegLib.labels import CLASS_OF_VERSE, L6_VALUE, LUMBAR_VALUES
+from LumbarSegLib.labels import CLASS_OF_VERSE, L6_VALUE, LUMBAR_VALUES, lookup_table
 from LumbarSegLib.phantom import Grid, render, sample_anatomy
 from LumbarSegLib.training.augment import random_intensity, random_spatial
 from LumbarSegLib.training.synth import synth_image
 
-CLASS_LOOKUP = np.zeros(256, dtype=np.uint8)
-for _value, _cls in CLASS_OF_VERSE.items():
-    CLASS_LOOKUP[_value] = _cls
-LUMBAR_LOOKUP = np.zeros(256, dtype=np.uint8)
-LUMBAR_LOOKUP[list(LUMBAR_VALUES) + [L6_VALUE]] = 1
+CLASS_LOOKUP = lookup_table(CLASS_OF_VERSE)
+LUMBAR_LOOKUP = lookup_table({value: 1 for value in LUMBAR_VALUES + (L6_VALUE,)})
 
 
 @dataclass
