@@ -28,12 +28,12 @@ import SimpleITK as sitk
 from .errors import CancelledError, InputError
 from .labels import VERSE_VALUE
 from .metrics import per_level_metrics
+from .postprocess import LEVEL_COUNT_FINDINGS
 
 LOG = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 CT_SUFFIX = "_ct"
 TRUTH_SUFFIX = "_seg-vert_msk"
-TRANSITIONAL_FLAG = "transitional_anatomy"
 
 SegmentFn = Callable[[Path], Tuple[sitk.Image, dict]]
 ProgressFn = Callable[[float, str], None]
@@ -115,13 +115,13 @@ def summarize(results: Sequence[CaseResult]) -> dict:
 
 
 def transitional_summary(results: Sequence[CaseResult], variants: dict[str, str]) -> dict:
-    """How often a sixth lumbar vertebra is flagged, for cases with and without one.
+    """How often the level count is flagged as in doubt, for cases with and without a sixth lumbar vertebra.
 
     Args:
         results: evaluated cases.
         variants: case -> anatomical variant (``L6`` has six lumbar vertebrae).
     """
-    flagged = {r.case: any(f.startswith(TRANSITIONAL_FLAG) for f in r.flags) for r in results if r.case in variants}
+    flagged = {r.case: any(f.startswith(LEVEL_COUNT_FINDINGS) for f in r.flags) for r in results if r.case in variants}
     with_l6 = [case for case in flagged if variants[case] == "L6"]
     without = [case for case in flagged if variants[case] != "L6"]
     return {
@@ -257,8 +257,8 @@ def _transitional_lines(transitional: Optional[dict]) -> list[str]:
     if not transitional:
         return []
     return [
-        f"Transitional anatomy: L6 flagged in {transitional['l6_flagged']} of {transitional['l6_cases']} cases "
-        f"with six lumbar vertebrae; flagged in {transitional['other_flagged']} of {transitional['other_cases']} "
+        f"Transitional anatomy: level count flagged ({', '.join(LEVEL_COUNT_FINDINGS)}) in "
+        f"{transitional['l6_flagged']} of {transitional['l6_cases']} cases with six lumbar vertebrae; flagged in {transitional['other_flagged']} of {transitional['other_cases']} "
         "cases without.",
         "",
     ]

@@ -12,7 +12,8 @@ cleaned result:
 
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
-lumbar vertebra, low confidence.
+lumbar vertebra, one label covering two vertebral bodies (the network's usual
+failure when it sees one vertebra more than it expects, e.g. L6), low confidence.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ MIN_DEPTH_MM = 20.0
 # Voxels above this are bone (cortical shell, most cancellous bone); the extent check
 # uses them so that soft tissue labelled around a narrow bony structure does not count.
 BONE_HU = 150.0
+# The vertebral body is the anterior part of a vertebra (the arch and processes lie behind
+# the canal). Two separate bodies in one label mean it spans two vertebrae (discs between
+# bodies are not labelled); a body fragment counts when it is a real body's size.
+BODY_FRACTION = 0.3
+MIN_BODY_ML = 3.0
+MIN_BODY_SHARE = 0.25
+# Findings that say the level count, and so every label, is in doubt.
+LEVEL_COUNT_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae")
 
 
 @dataclass
@@ -121,6 +130,38 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
     return findings
 
 
+def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:
+    """Vertebral bodies in one label's mask: separate body-sized pieces of its anterior part.
+
+    Axis 1 of the canonical grid runs anterior (index 0) to posterior.
+    """
+    rows = np.nonzero(mask.any(axis=(0, 2)))[0]
+    anterior_end = rows[0] + int(BODY_FRACTION * (rows[-1] - rows[0])) + 1
+    body_part = np.zeros_like(mask)
+    body_part[:, :anterior_end] = mask[:, :anterior_end]
+    components, count = ndimage.label(body_part)
+    if count == 0:
+        return 0
+    sizes = np.bincount(components.ravel())[1:]
+    return int(((sizes >= MIN_BODY_SHARE * sizes.max()) & (sizes * voxel_ml >= MIN_BODY_ML)).sum())
+
+
+def merged_levels(labels: np.ndarray, voxel_ml: float) -> list[Finding]:
+    """Report every lumbar label that covers more than one vertebral body."""
+    findings = []
+    for cls in VERTEBRA_CLASSES:
+        mask = labels == cls
+        if mask.any() and count_bodies(mask, voxel_ml) > 1:
+            name = NETWORK_CLASSES[cls]
+            findings.append(Finding(
+                "level_spans_two_vertebrae",
+                f"{name} covers two vertebral bodies: the level count is in doubt (possibly a sixth lumbar"
+                " vertebra) and the labels around it are probably shifted; check the levels",
+                name,
+            ))
+    return findings
+
+
 def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_mm: float,
                      origin_z_mm: float) -> dict[str, LevelSummary]:
     """Volume, cranio-caudal centroid and mean winning probability of each present level."""
@@ -198,4 +239,5 @@ def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origi
     removed = drop_implausible_levels(probabilities, hu, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
-    return CleanResult(labels=labels, levels=levels, findings=removed + anatomical_findings(levels))
+    findings = removed + anatomical_findings(levels) + merged_levels(labels, spacing_mm**3 / 1000.0)
+    return CleanResult(labels=labels, levels=levels, findings=findings)

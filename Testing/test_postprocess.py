@@ -87,6 +87,16 @@ def test_sixth_lumbar_vertebra_is_flagged():
     assert "transitional_anatomy" in codes(result)
 
 
+def test_label_covering_two_vertebral_bodies_is_flagged_not_relabelled():
+    labels = stacked_levels(order=(1, 2, 3, 3, 4))  # six vertebrae seen as five: "L3" spans two
+    rows = np.nonzero((labels == 3).any(axis=(1, 2)))[0]
+    labels[rows.min() : rows.max() + 1, 14:20, 4:20] = 3  # their arches join across the disc, the bodies do not
+    result = run_clean(one_hot(labels))
+    spans = [f.level for f in result.findings if f.code == "level_spans_two_vertebrae"]
+    assert spans == ["L3"]
+    np.testing.assert_array_equal(result.labels, labels)
+
+
 def test_low_confidence_is_flagged():
     result = run_clean(one_hot(stacked_levels(), confidence=0.5))
     assert codes(result).count("low_confidence") == 5

@@ -26,7 +26,7 @@ from LumbarSegLib import geometry
 from LumbarSegLib.intensity import AIR_HU, normalise_hu
 from LumbarSegLib.io import read_ct
 from LumbarSegLib.labels import CLASS_OF_VERSE, L6_VALUE, LUMBAR_VALUES, lookup_table
-from LumbarSegLib.phantom import Grid, render, sample_anatomy
+from LumbarSegLib.phantom import VARIANTS, Grid, render, sample_anatomy
 from LumbarSegLib.training.augment import random_intensity, random_spatial
 from LumbarSegLib.training.synth import synth_image
 
@@ -148,7 +148,10 @@ class SampleFactory:
         return Sample(image=normalise_hu(hu), target=lookup[verse], valid=valid)
 
     def _phantom(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        anatomy = sample_anatomy(int(rng.integers(2**31)))
+        # Transitional anatomy is rare in patients but is what the level labels hinge on: oversample it.
+        transitional = rng.random() < float(self.config["transitional_share"])
+        variant = str(rng.choice(VARIANTS[1:])) if transitional else "normal"
+        anatomy = sample_anatomy(int(rng.integers(2**31)), variant=variant)
         low, high = anatomy.lumbar_box_mm()
         box_center = (np.asarray(low) + np.asarray(high)) / 2
         if self.kind == "localizer":
