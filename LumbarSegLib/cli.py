@@ -122,7 +122,8 @@ def command_segment(args: argparse.Namespace) -> int:
 
     options = SegmentOptions(device=args.device, threads=args.threads, mesh=args.mesh, preview=args.preview,
                              overwrite=args.overwrite)
-    paths, result = run_segment(args.input, args.output, options, progress=Progress(args.progress))
+    with Progress(args.progress) as progress:
+        paths, result = run_segment(args.input, args.output, options, progress=progress)
     for finding in result.findings:
         warn(finding.message)
     if args.progress != "machine":
@@ -156,9 +157,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.phantoms:
         folder = args.output / "phantoms"
         datasets.append(("phantoms", folder, write_phantom_cases(folder, count=args.phantoms)))
-    progress = Progress(args.progress)
     for name, folder, variants in datasets:
-        results = evaluate_cases(find_cases(folder), segment_fn, progress=progress.report)
+        with Progress(args.progress) as progress:
+            results = evaluate_cases(find_cases(folder), segment_fn, progress=progress.report)
         summary = summarize(results)
         if variants:
             summary["transitional"] = transitional_summary(results, variants)

@@ -23,7 +23,8 @@ def run_demo(outdir: Path, *, seed: int, device: str, threads: int | None, progr
     sitk.WriteImage(ct, str(ct_path), useCompression=True)
     sitk.WriteImage(truth, str(truth_path), useCompression=True)
     options = SegmentOptions(device=device, threads=threads, mesh="stl", preview=True, overwrite=True)
-    paths, result = run_segment(ct_path, outdir, options, progress=Progress(progress_mode))
+    with Progress(progress_mode) as progress:
+        paths, result = run_segment(ct_path, outdir, options, progress=progress)
     scores = per_level_metrics(result.labels, truth)
     print(f"phantom (seed {seed}, variant {anatomy.variant}): {ct_path}")
     print(f"truth: {truth_path}")

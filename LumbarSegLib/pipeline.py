@@ -92,8 +92,6 @@ def set_threads(threads: int | None) -> None:
 def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: StageTimer) -> SegmentationResult:
     """Segment L1..L5 (L6) in a CT image; the label map lies on the CT's exact grid."""
     progress.stage("normalise")
-    timer.lap("read")
-
     probability, coarse = lumbar_probability(
         ct, models.localizer, models.localizer_spec, device=models.device,
         on_window=lambda done, total: progress.stage("localize", done / total),
@@ -187,7 +185,9 @@ def run_segment(input_path: Path, outdir: Path, options: SegmentOptions, *, prog
         set_threads(options.threads)
         progress.stage("read")
         ct = read_ct(input_path)
+        timer.lap("read")
         models = models or Models.bundled(select_device(options.device))
+        timer.lap("load_models")
         result = segment_ct(ct, models, progress=progress, timer=timer)
 
         progress.stage("write")

@@ -32,6 +32,20 @@ class Progress:
             raise ValueError(f"unknown progress mode {mode!r}")
         self.mode = mode
         self.stream = stream or (sys.stdout if mode == "machine" else sys.stderr)
+        self._bar_open = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End an unfinished bar line, so that whatever is printed next starts on its own line."""
+        if self._bar_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._bar_open = False
 
     def stage(self, name: str, within: float = 0.0) -> None:
         """Report that stage ``name`` is ``within`` (0..1) done."""
@@ -46,6 +60,7 @@ class Progress:
             filled = int(round(30 * fraction))
             end = "\n" if stage == "done" else ""
             self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:5.1f}% {stage:<12}{end}")
+            self._bar_open = not end
         self.stream.flush()
 
     def done(self) -> None:

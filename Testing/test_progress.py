@@ -38,6 +38,18 @@ def test_bar_draws_on_a_terminal_only():
     assert log.getvalue() == ""
 
 
+def test_an_interrupted_bar_ends_its_line_so_the_error_starts_a_new_one():
+    terminal = Terminal()
+    with pytest.raises(RuntimeError):
+        with Progress("bar", stream=terminal) as progress:
+            progress.stage("segment", 0.5)
+            raise RuntimeError("failed mid-run")
+    assert terminal.getvalue().endswith("segment     \n")
+    with Progress("bar", stream=terminal) as progress:
+        progress.done()
+    assert not terminal.getvalue().endswith("\n\n")
+
+
 def test_unknown_mode():
     with pytest.raises(ValueError):
         Progress("loud")
