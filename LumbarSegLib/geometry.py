@@ -85,13 +85,17 @@ def resample_image(
         return sitk.Resample(
             sitk.Image([1, 1, 1], sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, default_value
         )
-    source = sitk.RegionOfInterest(image, [int(s) for s in stop - start], [int(s) for s in start])
-    source = sitk.Cast(source, sitk.sitkFloat32)
+    source = image
+    if np.any(start > 0) or np.any(stop < np.array(image.GetSize())):
+        source = sitk.RegionOfInterest(image, [int(s) for s in stop - start], [int(s) for s in start])
     if antialias:
+        # Shrinking in the input's own (integer) type first avoids a float copy of the whole scan.
         factors = np.maximum(np.floor(target / np.array(source.GetSpacing())).astype(int), 1)
         factors = np.minimum(factors, np.array(source.GetSize()))
         if np.any(factors > 1):
             source = sitk.BinShrink(source, [int(f) for f in factors])
+    source = sitk.Cast(source, sitk.sitkFloat32)
+    if antialias:
         source = smooth_to_resolution(source, target)
     return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, default_value, sitk.sitkFloat32)
 

@@ -84,7 +84,9 @@ def write_seg_nrrd(labels: sitk.Image, path: Path) -> None:
         "containedRepresentationNames": ["Binary labelmap", "Closed surface"],
         "segments": segments,
     }
-    slicerio.write_segmentation(str(path), segmentation)
+    # gzip level 1: 3-4x faster than slicerio's default 9 on a clinical-size grid; a label map
+    # that is mostly background still shrinks to about a megabyte.
+    slicerio.write_segmentation(str(path), segmentation, compression_level=1)
 
 
 def read_seg_nrrd_segments(path: Path) -> list[dict]:
