@@ -100,6 +100,17 @@ def test_downsampling_averages_like_a_coarse_acquisition():
     assert smooth.std() < 0.2 * crude.std()
 
 
+def test_integer_scan_is_binned_in_its_own_type_within_half_a_unit_of_float():
+    rng = np.random.default_rng(1)
+    values = rng.integers(-1000, 1500, (40, 48, 48)).astype(np.int16)
+    images = [sitk.GetImageFromArray(values), sitk.GetImageFromArray(values.astype(np.float32))]
+    for image in images:
+        image.SetSpacing([0.8, 0.8, 1.0])
+    reference = geometry.canonical_reference(geometry.physical_box(images[0]), 6.0, multiple_of=8)
+    from_int, from_float = (sitk.GetArrayFromImage(geometry.resample_image(i, reference)) for i in images)
+    assert np.abs(from_int - from_float).max() <= 0.5 + 1e-3
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_random_orientation_round_trip(seed):
     """Random rotation, axis permutation and flips, anisotropic spacing: exact grid, agreeing truth."""

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from LumbarSegLib import geometry, io, pipeline, seg_nrrd
+from LumbarSegLib import geometry, io, pipeline
 from LumbarSegLib.inference import select_device, sliding_window
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
 from LumbarSegLib.io import read_ct
@@ -33,7 +33,7 @@ from LumbarSegLib.postprocess import clean
 from LumbarSegLib.segment import crop_reference
 
 from bench.child import load_models
-from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass, resample_shrink_first
+from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass
 
 PAD = AIR_INPUT
 
@@ -77,12 +77,7 @@ def compare(args: argparse.Namespace) -> dict:
 
     coarse = geometry.canonical_reference(geometry.physical_box(ct), loc_spec.spacing_mm,
                                           multiple_of=models.localizer.size_multiple)
-    current, now = measured(lambda: geometry.resample_image(ct, coarse))
-    proposed, new = measured(lambda: resample_shrink_first(ct, coarse))
-    diff = np.abs(sitk.GetArrayViewFromImage(current) - sitk.GetArrayViewFromImage(proposed))
-    out["localizer_resample"] = {"current": now, "shrink_first": new, "max_abs_hu_diff": round(float(diff.max()), 3)}
-
-    volume = normalise_hu(sitk.GetArrayFromImage(current))
+    volume = normalise_hu(sitk.GetArrayFromImage(geometry.resample_image(ct, coarse)))
     (probability, _), now = measured(lambda: lumbar_probability(ct, models.localizer, loc_spec, device=device))
     single, new = measured(lambda: localizer_single_pass(models.localizer, volume, device))
     box = spine_box(probability, coarse)
@@ -142,20 +137,11 @@ def compare(args: argparse.Namespace) -> dict:
 
 
 def write_comparison(labels: sitk.Image, scratch: Path) -> dict:
-    """Writing the label map: NIfTI gzip default vs level 1, ``.seg.nrrd`` gzip level 9 (slicerio) vs 1."""
+    """Writing the label map as NIfTI: gzip default level vs level 1."""
     timings = {}
     for name, level in (("nifti default", -1), ("nifti level 1", 1)):
         path = scratch / f"{name.replace(' ', '_')}.nii.gz"
         _, timings[name] = measured(lambda: sitk.WriteImage(labels, str(path), True, level))
-        timings[name]["mb"] = round(path.stat().st_size / 2**20, 2)
-    original = seg_nrrd.slicerio.write_segmentation
-    for name, level in (("seg.nrrd level 9 (current)", 9), ("seg.nrrd level 1", 1)):
-        path = scratch / f"level{level}.seg.nrrd"
-        seg_nrrd.slicerio.write_segmentation = functools.partial(original, compression_level=level)
-        try:
-            _, timings[name] = measured(lambda: seg_nrrd.write_seg_nrrd(labels, path))
-        finally:
-            seg_nrrd.slicerio.write_segmentation = original
         timings[name]["mb"] = round(path.stat().st_size / 2**20, 2)
     return timings
 

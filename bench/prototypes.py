@@ -8,43 +8,18 @@ current function's signature so it can stand in for it.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from LumbarSegLib import geometry, io, segment, seg_nrrd
+from LumbarSegLib import geometry, io, segment
 from LumbarSegLib.inference import predict_logits
-from LumbarSegLib.intensity import AIR_HU, AIR_INPUT
+from LumbarSegLib.intensity import AIR_INPUT
 from LumbarSegLib.models import ModelSpec
 
 PAD = AIR_INPUT
-
-
-def resample_shrink_first(image: sitk.Image, reference: sitk.Image, *, antialias: bool = True,
-                          default_value: float = AIR_HU) -> sitk.Image:
-    """``geometry.resample_image`` that bins in the input's own pixel type before any float32 copy.
-
-    ``BinShrink`` of an integer image rounds each block's mean to the nearest integer
-    (at most 0.5 HU off); the float32 copy is then the small binned image, not the
-    scan. A reference covering the whole scan also skips ``RegionOfInterest``'s copy.
-    """
-    target = float(min(reference.GetSpacing()))
-    start, stop = geometry.index_region(image, geometry.physical_box(reference).expanded(2 * target))
-    if np.any(stop <= start):
-        return sitk.Resample(sitk.Image([1, 1, 1], sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear,
-                             default_value)
-    source = image
-    if np.any(start > 0) or np.any(stop < np.array(image.GetSize())):
-        source = sitk.RegionOfInterest(image, [int(s) for s in stop - start], [int(s) for s in start])
-    if antialias:
-        factors = np.maximum(np.floor(target / np.array(source.GetSpacing())).astype(int), 1)
-        if np.any(factors > 1):
-            source = sitk.BinShrink(source, [int(f) for f in np.minimum(factors, source.GetSize())])
-        source = geometry.smooth_to_resolution(sitk.Cast(source, sitk.sitkFloat32), target)
-    return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, default_value, sitk.sitkFloat32)
 
 
 def gzip_trailer_size(path: Path) -> int:
@@ -92,10 +67,7 @@ def nifti_byte_count_from_trailer(p: Path, shown: str) -> int:
 
 PROTOTYPES = {
     "read": (io, "_nifti_byte_count", nifti_byte_count_from_trailer),
-    "resample": (geometry, "resample_image", resample_shrink_first),
     "crop": (segment, "crop_reference", crop_reference_exact),
-    "seg_nrrd": (seg_nrrd.slicerio, "write_segmentation",
-                 functools.partial(seg_nrrd.slicerio.write_segmentation, compression_level=1)),
 }
 
 
