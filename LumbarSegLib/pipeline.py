@@ -28,7 +28,7 @@ from LumbarSegLib.measurements import vertebra_measurements
 from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled
 from LumbarSegLib.postprocess import Finding, clean
 from LumbarSegLib.progress import Progress
-from LumbarSegLib.segment import segment_probabilities
+from LumbarSegLib.segment import segment_spine
 
 OUTPUT_LOOKUP = lookup_table(VERSE_OF_OUTPUT_CLASS)
 
@@ -99,7 +99,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     box = spine_box(probability, coarse)
     timer.lap("localize")
 
-    probabilities, crop, crop_hu = segment_probabilities(
+    probabilities, crop, crop_hu = segment_spine(
         ct, box, models.xunet, models.xunet_spec, device=models.device,
         on_window=lambda done, total: progress.stage("segment", done / total),
     )
@@ -117,6 +117,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     labels = geometry.array_to_image(OUTPUT_LOOKUP[classes], ct)
     timer.lap("restore")
 
+    crop_box = geometry.physical_box(crop)
     measurements = vertebra_measurements(ct, labels)
     if not measurements:
         raise NoSpineError("no lumbar vertebra was found in the field of view")
@@ -136,7 +137,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
         },
         "device": models.device.type,
         "precision": str(autocast_dtype(models.device) or torch.float32).replace("torch.", ""),
-        "crop_box_lps_mm": {"min": box.lower.round(1).tolist(), "max": box.upper.round(1).tolist()},
+        "crop_box_lps_mm": {"min": crop_box.lower.round(1).tolist(), "max": crop_box.upper.round(1).tolist()},
         "vertebrae": measurements,
         "flags": [f.as_dict() for f in findings],
     }

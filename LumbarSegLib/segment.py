@@ -12,7 +12,16 @@ from torch import nn
 from LumbarSegLib import geometry
 from LumbarSegLib.inference import sliding_window
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
+from LumbarSegLib.labels import NETWORK_CLASSES
 from LumbarSegLib.models import ModelSpec
+
+LUMBAR_CLASSES = [NETWORK_CLASSES.index(name) for name in ("L1", "L2", "L3", "L4", "L5", "L6")]
+# When a lumbar label reaches the crop's top or bottom slices, the localizer's box cut
+# the spine: the crop grows by this much on that side (within the scan) and the XUNet
+# runs again, so that it sees the thoracic and sacral anchors of the level count.
+GROWTH_MM = 60.0
+EDGE_SLICES = 2
+MAX_GROWTHS = 2
 
 
 def crop_reference(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> sitk.Image:
@@ -25,6 +34,39 @@ def crop_reference(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> s
     minimum = np.array(spec.patch[::-1], dtype=float) * spec.spacing_mm
     grow = np.maximum(minimum - box.size, 0.0) / 2
     return geometry.canonical_reference(box.expanded(grow), spec.spacing_mm, multiple_of=multiple_of)
+
+
+def cut_ends(probabilities: np.ndarray) -> tuple[bool, bool]:
+    """Whether a lumbar label reaches the crop's (bottom, top) slices (grid axis 0 runs inferior to superior)."""
+    lumbar = np.isin(probabilities.argmax(axis=0), LUMBAR_CLASSES)
+    return bool(lumbar[:EDGE_SLICES].any()), bool(lumbar[-EDGE_SLICES:].any())
+
+
+def grown_box(box: geometry.Box, probabilities: np.ndarray, crop: sitk.Image, scan: geometry.Box
+              ) -> geometry.Box | None:
+    """The box grown in z past each crop end a lumbar label reaches, within the scan; None if nothing to grow."""
+    bottom_cut, top_cut = cut_ends(probabilities)
+    covered = geometry.physical_box(crop)
+    down = GROWTH_MM if bottom_cut and covered.lower[2] > scan.lower[2] else 0.0
+    up = GROWTH_MM if top_cut and covered.upper[2] < scan.upper[2] else 0.0
+    if not (down or up):
+        return None
+    return geometry.Box(box.lower - np.array([0.0, 0.0, down]), box.upper + np.array([0.0, 0.0, up]))
+
+
+def segment_spine(
+    ct: sitk.Image, box: geometry.Box, net: nn.Module, spec: ModelSpec, *, device: torch.device,
+    on_window: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, sitk.Image, np.ndarray]:
+    """``segment_probabilities`` on the box, grown (at most ``MAX_GROWTHS`` times) where it cuts the spine."""
+    result = segment_probabilities(ct, box, net, spec, device=device, on_window=on_window)
+    scan = geometry.physical_box(ct)
+    for _ in range(MAX_GROWTHS):
+        box = grown_box(box, result[0], result[1], scan)
+        if box is None:
+            break
+        result = segment_probabilities(ct, box, net, spec, device=device)
+    return result
 
 
 def segment_probabilities(

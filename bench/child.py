@@ -101,7 +101,7 @@ def instrument_pipeline(windows: dict[str, dict]) -> NestedTimes:
         (pipeline, "read_ct", "read"),
         (pipeline, "lumbar_probability", "localize"),
         (pipeline, "spine_box", "localize_box"),
-        (pipeline, "segment_probabilities", "segment"),
+        (pipeline, "segment_spine", "segment"),
         (pipeline, "clean", "postprocess"),
         (geometry, "restore_labels", "restore_labels"),
         (pipeline, "vertebra_measurements", "measurements"),

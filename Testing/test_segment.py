@@ -1,0 +1,55 @@
+"""The XUNet crop grows where the localizer's box cut the lumbar spine."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from LumbarSegLib import geometry
+from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.segment import GROWTH_MM, grown_box
+
+SPACING = 2.5
+L3 = NETWORK_CLASSES.index("L3")
+SACRUM = NETWORK_CLASSES.index("sacrum")
+
+
+def crop_grid(lower_z_mm: float, slices: int = 40) -> sitk.Image:
+    crop = sitk.Image([16, 16, slices], sitk.sitkUInt8)
+    crop.SetSpacing([SPACING] * 3)
+    crop.SetOrigin([0.0, 0.0, lower_z_mm])
+    return crop
+
+
+def probabilities_with(cls_by_slices: dict[int, slice], slices: int = 40) -> np.ndarray:
+    probabilities = np.zeros((len(NETWORK_CLASSES), slices, 16, 16), dtype=np.float32)
+    probabilities[0] = 1.0
+    for cls, rows in cls_by_slices.items():
+        probabilities[:, rows, 4:12, 4:12] = 0.0
+        probabilities[cls, rows, 4:12, 4:12] = 1.0
+    return probabilities
+
+
+def test_a_lumbar_label_at_the_top_grows_the_box_upwards_only():
+    crop = crop_grid(0.0)
+    box = geometry.physical_box(crop)
+    scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
+    grown = grown_box(box, probabilities_with({L3: slice(30, 40), SACRUM: slice(0, 5)}), crop, scan)
+    np.testing.assert_allclose(grown.upper - box.upper, [0.0, 0.0, GROWTH_MM])
+    np.testing.assert_allclose(grown.lower, box.lower)
+
+
+def test_a_lumbar_label_at_the_bottom_grows_the_box_downwards():
+    crop = crop_grid(0.0)
+    box = geometry.physical_box(crop)
+    scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
+    grown = grown_box(box, probabilities_with({L3: slice(0, 10)}), crop, scan)
+    np.testing.assert_allclose(box.lower - grown.lower, [0.0, 0.0, GROWTH_MM])
+
+
+def test_nothing_grows_when_the_spine_ends_inside_or_the_scan_ends_there():
+    crop = crop_grid(0.0)
+    box = geometry.physical_box(crop)
+    scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
+    assert grown_box(box, probabilities_with({L3: slice(10, 30)}), crop, scan) is None
+    assert grown_box(box, probabilities_with({L3: slice(30, 40)}), crop, box) is None
