@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--phantoms", type=positive_int,
                           help="also evaluate this many held-out phantoms (written to OUTDIR/phantoms)")
     evaluate.add_argument("-o", "--output", type=Path, default=Path("evaluation"), help="output folder")
+    evaluate.add_argument("--localizer", type=Path, help="localizer model file to score (default: the bundled one)")
+    evaluate.add_argument("--xunet", type=Path, help="XUNet model file to score (default: the bundled one)")
     add_run_options(evaluate)
 
     train = commands.add_parser("train", help="train (or resume) the localizer or the XUNet")
@@ -146,7 +148,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.data is None and args.phantoms is None:
         raise InputError("give --data DIR, --phantoms N, or both")
     set_threads(args.threads)
-    models = Models.bundled(select_device(args.device))
+    models = Models.load(select_device(args.device), localizer=args.localizer, xunet=args.xunet)
     quiet = Progress("none")
 
     def segment_fn(path: Path):

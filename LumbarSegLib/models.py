@@ -73,8 +73,10 @@ def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
     return net.eval(), spec
 
 
-def load_bundled(name: str) -> tuple[nn.Module, ModelSpec]:
-    """Load one of the models shipped in ``Resources/Models``."""
+def load_network(name: str, path: Path | None = None) -> tuple[nn.Module, ModelSpec]:
+    """Load the model file ``path``, or the model ``name`` shipped in ``Resources/Models`` when it is None."""
+    if path is not None:
+        return load_model(path)
     try:
         path = model_path(name)
     except FileNotFoundError as error:

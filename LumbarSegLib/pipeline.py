@@ -25,7 +25,7 @@ from LumbarSegLib.io import output_stem, read_ct
 from LumbarSegLib.labels import VERSE_OF_OUTPUT_CLASS, lookup_table
 from LumbarSegLib.localize import lumbar_probability, spine_box
 from LumbarSegLib.measurements import vertebra_measurements
-from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled
+from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_network
 from LumbarSegLib.postprocess import Finding, clean
 from LumbarSegLib.progress import Progress
 from LumbarSegLib.segment import segment_spine
@@ -44,9 +44,10 @@ class Models:
     device: torch.device
 
     @classmethod
-    def bundled(cls, device: torch.device) -> "Models":
-        localizer, localizer_spec = load_bundled(LOCALIZER_FILE)
-        xunet, xunet_spec = load_bundled(XUNET_FILE)
+    def load(cls, device: torch.device, *, localizer: Path | None = None, xunet: Path | None = None) -> "Models":
+        """The bundled networks, or the given model files."""
+        localizer, localizer_spec = load_network(LOCALIZER_FILE, localizer)
+        xunet, xunet_spec = load_network(XUNET_FILE, xunet)
         return cls(prepare_network(localizer, device), localizer_spec, prepare_network(xunet, device), xunet_spec,
                    device)
 
@@ -187,7 +188,7 @@ def run_segment(input_path: Path, outdir: Path, options: SegmentOptions, *, prog
         progress.stage("read")
         ct = read_ct(input_path)
         timer.lap("read")
-        models = models or Models.bundled(select_device(options.device))
+        models = models or Models.load(select_device(options.device))
         timer.lap("load_models")
         result = segment_ct(ct, models, progress=progress, timer=timer)
 

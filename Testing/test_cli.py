@@ -48,6 +48,11 @@ def test_usage_error_exits_2():
     assert lumbarseg("segment").returncode == 2
 
 
+def test_evaluate_refuses_a_missing_candidate_model_in_one_line(tmp_path):
+    result = lumbarseg("evaluate", "--phantoms", "1", "--xunet", str(tmp_path / "none.pt"), "-o", str(tmp_path / "e"))
+    assert_one_line_error(result, 7, "none.pt")
+
+
 @pytest.mark.parametrize(
     "make, code, fragment",
     [

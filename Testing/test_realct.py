@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not CASES, reason=f"real CT data not found in {D
 
 @pytest.fixture(scope="module")
 def models() -> Models:
-    return Models.bundled(torch.device("cpu"))
+    return Models.load(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("case, ct_path, truth_path", CASES, ids=[case for case, _, _ in CASES])

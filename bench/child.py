@@ -38,7 +38,7 @@ from LumbarSegLib import geometry, inference, localize, pipeline, seg_nrrd, segm
 from LumbarSegLib.inference import prepare_network, select_device, sliding_window  # noqa: E402
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu  # noqa: E402
 from LumbarSegLib.io import output_stem, read_ct  # noqa: E402
-from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_bundled, load_model  # noqa: E402
+from LumbarSegLib.models import XUNET_FILE, load_network  # noqa: E402
 from LumbarSegLib.progress import Progress  # noqa: E402
 
 from bench.prototypes import apply_prototypes  # noqa: E402
@@ -130,22 +130,10 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def load_network(path: Path | None, bundled: str) -> tuple[torch.nn.Module, ModelSpec]:
-    """A model file, or the bundled one when no path is given."""
-    return load_model(path) if path else load_bundled(bundled)
-
-
-def load_models(localizer: Path | None, xunet: Path | None, device: torch.device) -> pipeline.Models:
-    """The bundled networks, or the given model files, prepared for ``device``."""
-    loc, loc_spec = load_network(localizer, LOCALIZER_FILE)
-    net, net_spec = load_network(xunet, XUNET_FILE)
-    return pipeline.Models(prepare_network(loc, device), loc_spec, prepare_network(net, device), net_spec, device)
-
-
 def run_ours(args: argparse.Namespace) -> dict:
     """The pipeline end to end on the input; outputs go to a temporary folder that is removed."""
     device = select_device("cpu")
-    models = load_models(args.localizer, args.xunet, device)
+    models = pipeline.Models.load(device, localizer=args.localizer, xunet=args.xunet)
     loaded = time.perf_counter()
     prototypes = apply_prototypes(args.prototypes) if args.prototypes else []
     windows: dict[str, dict] = {}
@@ -179,7 +167,7 @@ def run_baseline(args: argparse.Namespace) -> dict:
     """The XUNet over the whole volume at its spacing (no localizer), with the pipeline's own functions."""
     device = select_device("cpu")
     pipeline.set_threads(args.threads)
-    net, spec = load_network(args.xunet, XUNET_FILE)
+    net, spec = load_network(XUNET_FILE, args.xunet)
     net = prepare_network(net, device)
     timer = pipeline.StageTimer()
     start = time.perf_counter()
@@ -254,7 +242,7 @@ def timed_forward(net: torch.nn.Module, x: torch.Tensor, *, bf16: bool, repeats:
 def run_window(args: argparse.Namespace) -> dict:
     """One XUNet window: fp32, and with ``--bf16`` bf16 autocast + channels_last_3d (as on AMX CPUs)."""
     pipeline.set_threads(args.threads)
-    net, spec = load_network(args.xunet, XUNET_FILE)
+    net, spec = load_network(XUNET_FILE, args.xunet)
     shape = tuple(args.window) if args.window else tuple(spec.patch)
     x = torch.from_numpy(window_input(shape, spec.spacing_mm))[None, None]
     fp32_s, fp32 = timed_forward(net.eval(), x, bf16=False, repeats=3)

@@ -32,7 +32,6 @@ from LumbarSegLib.measurements import vertebra_measurements
 from LumbarSegLib.postprocess import clean
 from LumbarSegLib.segment import crop_reference
 
-from bench.child import load_models
 from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass
 
 PAD = AIR_INPUT
@@ -65,7 +64,7 @@ def box_difference_mm(a: geometry.Box, b: geometry.Box) -> float:
 def compare(args: argparse.Namespace) -> dict:
     device = select_device("cpu")
     pipeline.set_threads(args.threads)
-    models = load_models(args.localizer, args.xunet, device)
+    models = pipeline.Models.load(device, localizer=args.localizer, xunet=args.xunet)
     ct, read = measured(lambda: read_ct(args.input))
     out: dict = {"input": str(args.input), "size": list(ct.GetSize()), "read": read}
     if args.input.name.endswith(".gz"):

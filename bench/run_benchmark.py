@@ -139,10 +139,10 @@ def meta(args: argparse.Namespace) -> dict:
     import torch
 
     from LumbarSegLib import __version__
-    from LumbarSegLib.models import load_bundled, load_model
+    from LumbarSegLib.models import load_network
 
     def model(path: Path | None, bundled: str) -> str:
-        _, spec = load_model(path) if path else load_bundled(bundled)
+        _, spec = load_network(bundled, path)
         where = str(path) if path else f"bundled {bundled}"
         return f"{spec.kind} {spec.version} ({where}, {spec.training.get('steps', '?')} steps)"
 
