@@ -74,6 +74,10 @@ def positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads that spin at every barrier stall whenever another program holds a core
+    # (Slicer itself, while the user keeps working): 2-5x slower under load. Read once, when
+    # torch loads, which is later than this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     from LumbarSegLib.atomic import install_signal_handlers
 

@@ -44,6 +44,19 @@ def test_version():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_yield_under_load_unless_the_user_chose(monkeypatch, preset, expected):
+    from LumbarSegLib import cli
+
+    if preset is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert os.environ["OMP_WAIT_POLICY"] == expected
+
+
 def test_usage_error_exits_2():
     assert lumbarseg("segment").returncode == 2
 
