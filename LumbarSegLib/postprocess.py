@@ -130,6 +130,19 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
     return findings
 
 
+def drop_absent_classes(probabilities: np.ndarray, labels: np.ndarray) -> None:
+    """Zero every class that wins no voxel of ``labels`` and renormalise (in place).
+
+    The restoration interpolates probabilities between crop voxels, where a class that
+    lost everywhere (a removed level, say) could still come out on top between two
+    voxels won by different classes; without it, it cannot. Per voxel the argmax is unchanged.
+    """
+    absent = np.setdiff1d(np.arange(probabilities.shape[0]), np.unique(labels))
+    if absent.size:
+        probabilities[absent] = 0.0
+        probabilities /= probabilities.sum(axis=0, keepdims=True)
+
+
 def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:
     """Vertebral bodies in one label's mask: separate body-sized pieces of its anterior part.
 
@@ -239,5 +252,6 @@ def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origi
     removed = drop_implausible_levels(probabilities, hu, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
+    drop_absent_classes(probabilities, labels)
     findings = removed + anatomical_findings(levels) + merged_levels(labels, spacing_mm**3 / 1000.0)
     return CleanResult(labels=labels, levels=levels, findings=findings)

@@ -117,6 +117,21 @@ def test_rod_labelled_as_vertebrae_is_removed_and_reported():
     assert not result.labels.any()
 
 
+def test_a_removed_level_cannot_come_back_between_voxels():
+    labels = stacked_levels()
+    labels[0:6, 4:20, 4:20] = 6  # a narrow "L6" below L5, removed as implausible
+    probs = one_hot(labels, confidence=0.5)
+    probs[6][labels != 6] = 0.45  # runner-up everywhere else: interpolation between two winners would favour it
+    hu = np.where((labels > 0) & (labels < 6), 400.0, 40.0).astype(np.float32)
+    hu[0:6, 10:12, 10:12] = 400.0
+    result = clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
+    assert "implausible_level" in codes(result) and not (result.labels == 6).any()
+    assert not probs[6].any()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, rtol=1e-5)
+    midway = (probs[:, 40] + probs[:, 41]) / 2  # between L3's top and the disc above it
+    assert (midway.argmax(axis=0) != 6).all()
+
+
 def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     labels = stacked_levels()
     probs = one_hot(labels)
