@@ -38,7 +38,9 @@ MAX_SPACING_MM = 20.0
 ORTHONORMAL_TOLERANCE = 1e-3
 # A DICOM slice may sit this fraction of a voxel away from the regular grid ITK builds from the series.
 DICOM_GRID_TOLERANCE = 0.25
-AIR_HU = -500.0
+# Every body CT has fat (about -100 HU) or air in view, even a tight crop around the spine;
+# MR magnitudes and CT stored without its rescale intercept are all >= 0.
+FAT_HU = -50.0
 BONE_HU = 200.0
 MIN_BONE_FRACTION = 1e-4
 MIN_INTENSITY_RANGE = 100.0
@@ -487,7 +489,7 @@ def _format_numbers(values: Sequence[float]) -> str:
 
 
 def _check_intensities(image: sitk.Image, shown: str) -> None:
-    """Reject NaN/inf, constant, normalised, MR-like (no air) and bone-free volumes."""
+    """Reject NaN/inf, constant, normalised, MR-like (no fat or air) and bone-free volumes."""
     array = sitk.GetArrayViewFromImage(image)  # a view: `image` must stay alive while it is used
     low, high = float(array.min()), float(array.max())
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -499,9 +501,9 @@ def _check_intensities(image: sitk.Image, shown: str) -> None:
             f"{shown}: intensities only span {low:g} to {high:g}: the volume looks normalised or rescaled, "
             "not CT in Hounsfield units"
         )
-    if low >= AIR_HU:
+    if low >= FAT_HU:
         raise InputError(
-            f"{shown}: no voxel is below {AIR_HU:g} HU (no air): this is not CT in Hounsfield units "
+            f"{shown}: no voxel is below {FAT_HU:g} HU (no fat or air): this is not CT in Hounsfield units "
             "(an MR image, or CT stored without its rescale intercept?)"
         )
     if _fraction_above(array, BONE_HU) < MIN_BONE_FRACTION:

@@ -404,12 +404,17 @@ def test_normalised_image(tmp_path):
 
 def test_mr_like_image(tmp_path):
     array = np.abs(ct_array(air=False)).astype(np.uint16) * 3  # positive values, bright "fat" up to 2100
-    assert "no air" in rejection(write(ct_image(array), tmp_path / "t1w.nii.gz"))
+    assert "no fat or air" in rejection(write(ct_image(array), tmp_path / "t1w.nii.gz"))
 
 
 def test_ct_stored_without_rescale_intercept(tmp_path):
     array = (ct_array() + 1024).astype(np.uint16)
-    assert "no air" in rejection(write(ct_image(array), tmp_path / "raw.nrrd"))
+    assert "no fat or air" in rejection(write(ct_image(array), tmp_path / "raw.nrrd"))
+
+
+def test_tight_crop_inside_the_body_without_air_is_accepted(tmp_path):
+    array = ct_array(air=False)  # soft tissue and fat around the bone, no air: a spine reconstruction
+    assert read_ct(write(ct_image(array), tmp_path / "tight.nii.gz")).GetSize() == array.shape[::-1]
 
 
 def test_no_bone(tmp_path):
