@@ -13,6 +13,7 @@ import os
 import struct
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, Union
@@ -271,13 +272,20 @@ def _read_file(p: Path, shown: str) -> sitk.Image:
     header = ImageHeader.from_reader(reader)
     _check_header(header, shown)
     check_memory(header, shown)
-    if nifti is not None:
-        _check_nifti_length(p, nifti, shown)
-    with _quiet_itk():
-        try:
-            image = reader.Execute()
-        except RuntimeError as error:
-            raise _read_error(error, shown, format_name) from None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The length check decompresses the whole file; zlib and ITK both release the GIL, so it
+        # runs beside ITK's own read (a truncated file only yields zeros there, never a crash).
+        length_check = pool.submit(_check_nifti_length, p, nifti, shown) if nifti is not None else None
+        image, read_error = None, None
+        with _quiet_itk():
+            try:
+                image = reader.Execute()
+            except RuntimeError as error:
+                read_error = error
+        if length_check is not None:
+            length_check.result()
+    if read_error is not None:
+        raise _read_error(read_error, shown, format_name) from None
     if image.GetDimension() > 3:
         image = sitk.Extract(
             image,
