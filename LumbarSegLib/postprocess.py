@@ -184,7 +184,10 @@ def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_m
     for cls in VERTEBRA_CLASSES + (THORACIC_CLASS, SACRUM_CLASS):
         mask = labels == cls
         count = int(mask.sum())
-        if count == 0:
+        # The anchors are not cleaned (they are not output): a few stray voxels are not a vertebra
+        # and must not enter the order check.
+        minimum = MIN_VERTEBRA_ML / voxel_ml if cls in (THORACIC_CLASS, SACRUM_CLASS) else 1
+        if count < minimum:
             continue
         rows = np.nonzero(mask)[0]
         levels[NETWORK_CLASSES[cls]] = LevelSummary(

@@ -72,6 +72,16 @@ def test_swapped_levels_are_reported_not_relabelled():
     np.testing.assert_array_equal(result.labels, labels)
 
 
+def test_stray_anchor_voxels_do_not_count_as_out_of_order():
+    labels = stacked_levels()
+    thoracic = NETWORK_CLASSES.index("thoracic")
+    labels[40, 2, 2] = thoracic  # two stray "thoracic" voxels beside L3, below L1
+    labels[40, 2, 21] = thoracic
+    result = run_clean(one_hot(labels))
+    assert "label_order" not in codes(result)
+    assert "thoracic" not in result.levels
+
+
 def test_gap_and_missing_end_levels_are_reported():
     labels = stacked_levels(order=(1, 2, 0, 4, 0))
     result = run_clean(one_hot(labels))
