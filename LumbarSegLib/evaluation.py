@@ -121,7 +121,9 @@ def transitional_summary(results: Sequence[CaseResult], variants: dict[str, str]
         results: evaluated cases.
         variants: case -> anatomical variant (``L6`` has six lumbar vertebrae).
     """
-    flagged = {r.case: any(f.startswith(LEVEL_COUNT_FINDINGS) for f in r.flags) for r in results if r.case in variants}
+    flagged = {
+        r.case: any(f.startswith(LEVEL_COUNT_FINDINGS) for f in r.flags) for r in results if r.case in variants
+    }
     with_l6 = [case for case in flagged if variants[case] == "L6"]
     without = [case for case in flagged if variants[case] != "L6"]
     return {
@@ -258,8 +260,8 @@ def _transitional_lines(transitional: Optional[dict]) -> list[str]:
         return []
     return [
         f"Transitional anatomy: level count flagged ({', '.join(LEVEL_COUNT_FINDINGS)}) in "
-        f"{transitional['l6_flagged']} of {transitional['l6_cases']} cases with six lumbar vertebrae; flagged in {transitional['other_flagged']} of {transitional['other_cases']} "
-        "cases without.",
+        f"{transitional['l6_flagged']} of {transitional['l6_cases']} cases with six lumbar vertebrae; "
+        f"flagged in {transitional['other_flagged']} of {transitional['other_cases']} cases without.",
         "",
     ]
 

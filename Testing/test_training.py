@@ -14,8 +14,8 @@ from LumbarSegLib.training.train import learning_rate, train
 TINY = {
     "kind": "xunet", "spacing_mm": 6.0, "patch": [16, 16, 16], "channels": [4, 8], "batch_size": 1,
     "steps": 3, "learning_rate": 0.002, "weight_decay": 0.0, "warmup_steps": 2, "seed": 3,
-    "sources": {"phantom": 1.0}, "transitional_share": 0.2, "real_cases": [], "validation_phantoms": 1, "validate_every": 2,
-    "checkpoint_every": 1,
+    "sources": {"phantom": 1.0}, "transitional_share": 0.2, "real_cases": [], "validation_phantoms": 1,
+    "validate_every": 2, "checkpoint_every": 1,
 }
 
 
