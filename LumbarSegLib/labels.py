@@ -29,6 +29,8 @@ THORACIC_VALUES: tuple[int, ...] = tuple(range(8, 20)) + (T13_VALUE,)
 NETWORK_CLASSES: tuple[str, ...] = (
     "background", "L1", "L2", "L3", "L4", "L5", "L6", "thoracic", "sacrum",
 )
+# The network's lumbar vertebra classes, L1..L6.
+LUMBAR_CLASSES: tuple[int, ...] = tuple(NETWORK_CLASSES.index(f"L{level}") for level in range(1, 7))
 CLASS_OF_VERSE: dict[int, int] = {
     **{value: 1 + i for i, value in enumerate(LUMBAR_VALUES)},
     L6_VALUE: 6,

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 
-VERTEBRA_CLASSES = tuple(range(1, 7))  # L1..L6
 THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
@@ -79,7 +78,7 @@ class CleanResult:
 def keep_largest_components(probabilities: np.ndarray, voxel_ml: float) -> None:
     """Per vertebra class, keep the largest component; drop the class elsewhere (in place)."""
     labels = probabilities.argmax(axis=0)
-    for cls in VERTEBRA_CLASSES:
+    for cls in LUMBAR_CLASSES:
         components, count = ndimage.label(labels == cls)
         if count == 0:
             continue
@@ -94,7 +93,7 @@ def keep_largest_components(probabilities: np.ndarray, voxel_ml: float) -> None:
 def fill_holes(probabilities: np.ndarray) -> None:
     """Fill the enclosed holes of every vertebra class with it (in place)."""
     labels = probabilities.argmax(axis=0)
-    for cls in VERTEBRA_CLASSES:
+    for cls in LUMBAR_CLASSES:
         mask = labels == cls
         if not mask.any():
             continue
@@ -111,7 +110,7 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
     """
     labels = probabilities.argmax(axis=0)
     findings = []
-    for cls in VERTEBRA_CLASSES:
+    for cls in LUMBAR_CLASSES:
         mask = labels == cls
         if not mask.any():
             continue
@@ -162,7 +161,7 @@ def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:
 def merged_levels(labels: np.ndarray, voxel_ml: float) -> list[Finding]:
     """Report every lumbar label that covers more than one vertebral body."""
     findings = []
-    for cls in VERTEBRA_CLASSES:
+    for cls in LUMBAR_CLASSES:
         mask = labels == cls
         if mask.any() and count_bodies(mask, voxel_ml) > 1:
             name = NETWORK_CLASSES[cls]
@@ -181,7 +180,7 @@ def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_m
     voxel_ml = spacing_mm**3 / 1000.0
     confidence = probabilities.max(axis=0)
     levels = {}
-    for cls in VERTEBRA_CLASSES + (THORACIC_CLASS, SACRUM_CLASS):
+    for cls in LUMBAR_CLASSES + (THORACIC_CLASS, SACRUM_CLASS):
         mask = labels == cls
         count = int(mask.sum())
         # The anchors are not cleaned (they are not output): a few stray voxels are not a vertebra
@@ -202,7 +201,7 @@ def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_m
 def anatomical_findings(levels: dict[str, LevelSummary]) -> list[Finding]:
     """Check the levels against anatomy; never relabel, only report."""
     findings: list[Finding] = []
-    lumbar = [NETWORK_CLASSES[c] for c in VERTEBRA_CLASSES if NETWORK_CLASSES[c] in levels]
+    lumbar = [NETWORK_CLASSES[c] for c in LUMBAR_CLASSES if NETWORK_CLASSES[c] in levels]
     if not lumbar:
         return [Finding("no_lumbar_vertebra", "no lumbar vertebra was segmented")]
     ordered = [levels[name] for name in lumbar]
@@ -217,9 +216,9 @@ def anatomical_findings(levels: dict[str, LevelSummary]) -> list[Finding]:
                 "label_order", f"{upper.name} lies below {lower.name}: the level labels contradict anatomy; check them",
                 lower.name,
             ))
-    indices = [VERTEBRA_CLASSES.index(NETWORK_CLASSES.index(name)) for name in lumbar]
+    indices = [LUMBAR_CLASSES.index(NETWORK_CLASSES.index(name)) for name in lumbar]
     for missing in sorted(set(range(min(indices), max(indices) + 1)) - set(indices)):
-        name = NETWORK_CLASSES[VERTEBRA_CLASSES[missing]]
+        name = NETWORK_CLASSES[LUMBAR_CLASSES[missing]]
         findings.append(Finding("missing_level", f"{name} is missing between the segmented levels", name))
     for name in ("L1", "L2", "L3", "L4", "L5"):
         if name not in levels and not any(f.level == name for f in findings):

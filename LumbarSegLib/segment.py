@@ -12,10 +12,9 @@ from torch import nn
 from LumbarSegLib import geometry
 from LumbarSegLib.inference import sliding_window
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
-from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.labels import LUMBAR_CLASSES
 from LumbarSegLib.models import ModelSpec
 
-LUMBAR_CLASSES = [NETWORK_CLASSES.index(name) for name in ("L1", "L2", "L3", "L4", "L5", "L6")]
 # When a lumbar label reaches the crop's top or bottom slices, the localizer's box cut
 # the spine: the crop grows by this much on that side (within the scan) and the XUNet
 # runs again, so that it sees the thoracic and sacral anchors of the level count.
