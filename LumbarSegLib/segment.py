@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from LumbarSegLib import geometry
-from LumbarSegLib.inference import sliding_window
+from LumbarSegLib.inference import padded_shape, sliding_window
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
 from LumbarSegLib.labels import LUMBAR_CLASSES
 from LumbarSegLib.models import ModelSpec
@@ -21,6 +21,11 @@ from LumbarSegLib.models import ModelSpec
 GROWTH_MM = 60.0
 EDGE_SLICES = 2
 MAX_GROWTHS = 2
+# The XUNet is fully convolutional and runs as one window over the whole crop: a
+# quarter of the work of the overlapping training-size windows that would cover
+# the same crop, and as accurate (docs/MODEL_CARD.md). Larger crops (a wrong box)
+# fall back to sliding windows of this size (z, y, x voxels; ~0.4 GB of activations).
+MAX_WINDOW = (192, 96, 96)
 
 
 def crop_reference(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> sitk.Image:
@@ -33,6 +38,13 @@ def crop_reference(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> s
     minimum = np.array(spec.patch[::-1], dtype=float) * spec.spacing_mm
     grow = np.maximum(minimum - box.size, 0.0) / 2
     return geometry.canonical_reference(box.expanded(grow), spec.spacing_mm, multiple_of=multiple_of)
+
+
+def inference_window(crop_shape: tuple[int, int, int], spec: ModelSpec, *, multiple_of: int
+                     ) -> tuple[int, int, int]:
+    """The XUNet's window on a crop: the whole (padded) crop, at most ``MAX_WINDOW`` per axis."""
+    whole = padded_shape(crop_shape, spec.patch, multiple_of)
+    return tuple(min(n, limit) for n, limit in zip(whole, MAX_WINDOW))
 
 
 def cut_ends(probabilities: np.ndarray) -> tuple[bool, bool]:
@@ -80,8 +92,9 @@ def segment_probabilities(
     """
     reference = crop_reference(box, spec, multiple_of=net.size_multiple)
     hu = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
+    window = inference_window(hu.shape, spec, multiple_of=net.size_multiple)
     probabilities = sliding_window(
-        net, normalise_hu(hu), patch=spec.patch, device=device,
+        net, normalise_hu(hu), patch=window, device=device,
         pad_value=AIR_INPUT, activation="softmax", on_window=on_window,
     )
     return probabilities, reference, hu

@@ -1,21 +1,19 @@
 """The benchmark harness's helpers (medians, speed-up, targets, Markdown, clinical grids, nested timers) and
-the claims of its prototypes (exact restore, one-patch crop).
+the claims of its prototypes.
 
 No timing assertions: the benchmark itself (``bench/run_benchmark.py``) measures.
 """
 
 from __future__ import annotations
 
+import gzip
 import types
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from bench import child, prototypes, report
 from bench.inputs import PHANTOMS, PhantomInput, clinical_grid, input_path
-from LumbarSegLib import geometry, segment
-from LumbarSegLib.models import ModelSpec
 from LumbarSegLib.phantom import sample_anatomy
 
 
@@ -143,18 +141,8 @@ def test_nested_times_key_parts_by_call_path_and_keep_results():
     assert times.seconds["outer"] >= times.seconds["outer/inner"] >= 0.0
 
 
-def canonical_grid(size_xyz: tuple[int, int, int], spacing: float, origin: tuple[float, float, float]) -> sitk.Image:
-    image = sitk.Image(list(size_xyz), sitk.sitkUInt8)
-    image.SetSpacing([spacing] * 3)
-    image.SetOrigin(origin)
-    return image
-
-
-def test_exact_patch_crop_covers_the_box_with_one_patch_when_it_fits():
-    spec = ModelSpec(kind="xunet", channels=(8, 16), spacing_mm=2.5, patch=(96, 64, 64), num_classes=8)
-    box = geometry.Box(np.array([-40.0, -50.0, -200.0]), np.array([60.0, 70.0, 20.0]))
-    reference = prototypes.crop_reference_exact(box, spec, multiple_of=8)
-    assert reference.GetSize() == (64, 64, 96)
-    covered = geometry.physical_box(reference)
-    assert np.all(covered.lower <= box.lower) and np.all(covered.upper >= box.upper)
-    assert segment.crop_reference(box, spec, multiple_of=8).GetSize() == (72, 72, 96 + 8)
+def test_the_read_prototype_takes_the_uncompressed_length_from_the_gzip_trailer(tmp_path):
+    data = np.arange(100_000, dtype=np.int16).tobytes()
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(gzip.compress(data))
+    assert prototypes.gzip_trailer_size(path) == len(data)

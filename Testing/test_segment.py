@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from LumbarSegLib import geometry
 from LumbarSegLib.labels import NETWORK_CLASSES
-from LumbarSegLib.segment import GROWTH_MM, grown_box
+from LumbarSegLib.models import ModelSpec
+from LumbarSegLib.segment import GROWTH_MM, MAX_WINDOW, grown_box, inference_window
 
 SPACING = 2.5
 L3 = NETWORK_CLASSES.index("L3")
@@ -53,3 +54,22 @@ def test_nothing_grows_when_the_spine_ends_inside_or_the_scan_ends_there():
     scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
     assert grown_box(box, probabilities_with({L3: slice(10, 30)}), crop, scan) is None
     assert grown_box(box, probabilities_with({L3: slice(30, 40)}), crop, box) is None
+
+
+XUNET_SPEC = ModelSpec(kind="xunet", channels=(8, 16, 32, 64), spacing_mm=SPACING, patch=(96, 64, 64),
+                       num_classes=len(NETWORK_CLASSES))
+
+
+def test_the_xunet_sees_the_whole_crop_in_one_window():
+    assert inference_window((136, 72, 72), XUNET_SPEC, multiple_of=8) == (136, 72, 72)
+    assert inference_window((130, 70, 66), XUNET_SPEC, multiple_of=8) == (136, 72, 72)
+
+
+def test_a_crop_smaller_than_the_training_patch_is_padded_to_it():
+    assert inference_window((40, 50, 64), XUNET_SPEC, multiple_of=8) == (96, 64, 64)
+
+
+def test_a_crop_larger_than_the_window_limit_is_covered_by_sliding_windows_of_the_limit():
+    window = inference_window((400, 120, 72), XUNET_SPEC, multiple_of=8)
+    assert window == (MAX_WINDOW[0], MAX_WINDOW[1], 72)
+    assert all(n % 8 == 0 for n in MAX_WINDOW)

@@ -30,9 +30,9 @@ from LumbarSegLib.io import read_ct
 from LumbarSegLib.localize import lumbar_probability, spine_box
 from LumbarSegLib.measurements import vertebra_measurements
 from LumbarSegLib.postprocess import clean
-from LumbarSegLib.segment import crop_reference
+from LumbarSegLib.segment import crop_reference, inference_window
 
-from bench.prototypes import exact_patch_crop, gzip_trailer_size, localizer_single_pass
+from bench.prototypes import gzip_trailer_size, localizer_single_pass
 
 PAD = AIR_INPUT
 
@@ -88,30 +88,24 @@ def compare(args: argparse.Namespace) -> dict:
                                 "max_abs_probability_diff": round(float(np.abs(single - probability).max()), 4),
                                 "box_difference_mm": single_box}
 
-    patch = x_spec.patch
-    crops = {"current": crop_reference(box, x_spec, multiple_of=models.xunet.size_multiple),
-             "exact_patch": exact_patch_crop(box.expanded(np.maximum(
-                 (np.array(patch[::-1]) - 1) * x_spec.spacing_mm - box.size, 0.0) / 2),
-                 x_spec.spacing_mm, patch, models.xunet.size_multiple)}
-    out["segment"] = {}
+    crop = crop_reference(box, x_spec, multiple_of=models.xunet.size_multiple)
+    crop_hu = sitk.GetArrayFromImage(geometry.resample_image(ct, crop))
+    whole_crop = inference_window(crop_hu.shape, x_spec, multiple_of=models.xunet.size_multiple)
+    out["segment"] = {"grid_zyx": list(crop_hu.shape)}
     results = {}
-    crop_hu = {}
-    for name, reference in crops.items():
-        hu = crop_hu[name] = sitk.GetArrayFromImage(geometry.resample_image(ct, reference))
-        for overlap in (0.5, 0.25):
-            windows: list[int] = []
-            probs, timing = measured(lambda: sliding_window(
-                models.xunet, normalise_hu(hu), patch=patch, device=device, pad_value=PAD, overlap=overlap,
-                activation="softmax", on_window=lambda done, total: windows.append(total)))
-            out["segment"][f"{name}, overlap {overlap}"] = {
-                "grid_zyx": list(hu.shape), "windows": windows[-1], **timing}
-            results[(name, overlap)] = probs
-    probabilities = results[("current", 0.5)]
-    crop = crops["current"]
-    out["segment"]["argmax agreement, overlap 0.25 vs 0.5"] = round(float(
-        (results[("current", 0.25)].argmax(0) == probabilities.argmax(0)).mean()), 5)
+    for name, window in (("one window over the crop (current)", whole_crop),
+                         ("training-size windows, overlap 0.5", x_spec.patch)):
+        windows: list[int] = []
+        probs, timing = measured(lambda: sliding_window(
+            models.xunet, normalise_hu(crop_hu), patch=window, device=device, pad_value=PAD,
+            activation="softmax", on_window=lambda done, total: windows.append(total)))
+        out["segment"][name] = {"window_zyx": list(window), "windows": windows[-1], **timing}
+        results[name] = probs
+    probabilities = results["one window over the crop (current)"]
+    out["segment"]["argmax agreement"] = round(float(
+        (results["training-size windows, overlap 0.5"].argmax(0) == probabilities.argmax(0)).mean()), 5)
 
-    cleaned, timing = measured(lambda: clean(probabilities, hu=crop_hu["current"], spacing_mm=x_spec.spacing_mm,
+    cleaned, timing = measured(lambda: clean(probabilities, hu=crop_hu, spacing_mm=x_spec.spacing_mm,
                                              origin_z_mm=crop.GetOrigin()[2]))
     out["postprocess"] = timing
     classes, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct))

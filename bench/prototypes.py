@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
-from LumbarSegLib import geometry, io, segment
+from LumbarSegLib import io
 from LumbarSegLib.inference import predict_logits
 from LumbarSegLib.intensity import AIR_INPUT
-from LumbarSegLib.models import ModelSpec
 
 PAD = AIR_INPUT
 
@@ -29,18 +27,6 @@ def gzip_trailer_size(path: Path) -> int:
         return int.from_bytes(stream.read(4), "little")
 
 
-def exact_patch_crop(box: geometry.Box, spacing_mm: float, patch_zyx: tuple[int, int, int], multiple: int
-                     ) -> sitk.Image:
-    """A crop grid of exactly max(patch, box) voxels: no extra voxel that costs a second window per axis."""
-    needed = np.ceil(box.size / spacing_mm - 1e-6).astype(int) + 1
-    voxels = np.maximum(needed, np.array(patch_zyx[::-1]))
-    voxels = (np.ceil(voxels / multiple) * multiple).astype(int)
-    reference = sitk.Image([int(v) for v in voxels], sitk.sitkUInt8)
-    reference.SetSpacing([spacing_mm] * 3)
-    reference.SetOrigin([float(o) for o in box.center - (voxels - 1) * spacing_mm / 2])
-    return reference
-
-
 def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torch.device) -> np.ndarray:
     """The localizer over the whole coarse volume in one forward pass (it is fully convolutional)."""
     shape = [int(np.ceil(n / net.size_multiple) * net.size_multiple) for n in volume.shape]
@@ -48,12 +34,6 @@ def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torc
     padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
     logits = predict_logits(net, padded[None], device)
     return torch.sigmoid(logits)[0, 0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
-
-
-def crop_reference_exact(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> sitk.Image:
-    """``segment.crop_reference`` grown to (patch - 1) voxel spacings, so a box that fits is one window per axis."""
-    grow = np.maximum((np.array(spec.patch[::-1]) - 1) * spec.spacing_mm - box.size, 0.0) / 2
-    return exact_patch_crop(box.expanded(grow), spec.spacing_mm, spec.patch, multiple_of)
 
 
 def nifti_byte_count_from_trailer(p: Path, shown: str) -> int:
@@ -67,7 +47,6 @@ def nifti_byte_count_from_trailer(p: Path, shown: str) -> int:
 
 PROTOTYPES = {
     "read": (io, "_nifti_byte_count", nifti_byte_count_from_trailer),
-    "crop": (segment, "crop_reference", crop_reference_exact),
 }
 
 

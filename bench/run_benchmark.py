@@ -185,7 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: bench/results)")
     parser.add_argument("--prototypes", nargs="?", const="all",
                         help="also measure the pipeline with the proposed changes of bench/prototypes.py applied "
-                             "(all, or comma-separated names: read,crop)")
+                             "(all, or comma-separated names: read)")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     parser.add_argument("--no-precision", action="store_true", help="skip the fp32/bf16 window measurement")
     parser.add_argument("--note", default="", help="a remark written into the results (e.g. concurrent load)")
