@@ -146,7 +146,8 @@ def _resample_probability(probability: np.ndarray, grid: sitk.Image, onto: sitk.
                                                 sitk.sitkFloat32))
 
 
-def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image) -> np.ndarray:
+def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image, *,
+                   values: np.ndarray | None = None) -> np.ndarray:
     """Argmax of class probabilities resampled onto the target (input) grid.
 
     Each foreground class is resampled only inside the box where it can win,
@@ -159,9 +160,12 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
         probabilities: (classes, z, y, x) float32 on the ``canonical`` grid, summing to one.
         canonical: reference image of the probabilities' grid.
         target: the input image whose grid the result lies on.
+        values: uint8 table mapping each class index to the value written (e.g.
+            ``labels.lookup_table``), applied to the restored region only, not
+            to the whole grid; class 0 must map to 0. Default: the class indices.
 
     Returns:
-        (z, y, x) uint8 class indices of the full target grid.
+        (z, y, x) uint8 class indices (or their ``values``) of the full target grid.
     """
     classes = probabilities.shape[0]
     result = np.zeros(target.GetSize()[::-1], dtype=np.uint8)
@@ -197,5 +201,5 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
         better = resampled > best[view]
         best[view][better] = resampled[better]
         label[view][better] = cls
-    result[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]] = label
+    result[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]] = label if values is None else values[label]
     return result

@@ -114,8 +114,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     timer.lap("postprocess")
 
     progress.stage("restore")
-    classes = geometry.restore_labels(probabilities, crop, ct)
-    labels = geometry.array_to_image(OUTPUT_LOOKUP[classes], ct)
+    labels = geometry.array_to_image(geometry.restore_labels(probabilities, crop, ct, values=OUTPUT_LOOKUP), ct)
     timer.lap("restore")
 
     crop_box = geometry.physical_box(crop)

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 from LumbarSegLib import geometry
+from LumbarSegLib.labels import lookup_table
 
 GRIDS = {
     "axial": dict(spacing=(0.8, 0.8, 1.0), direction=np.eye(3)),
@@ -164,3 +165,6 @@ def test_restore_equals_argmax_of_every_class_resampled_everywhere():
     restored = geometry.restore_labels(probabilities, canonical, target)
     assert len(np.unique(expected)) >= 3
     np.testing.assert_array_equal(restored, expected)
+    values = lookup_table({1: 20, 2: 21, 3: 22})
+    np.testing.assert_array_equal(geometry.restore_labels(probabilities, canonical, target, values=values),
+                                  values[expected])

@@ -182,8 +182,8 @@ def run_baseline(args: argparse.Namespace) -> dict:
         activation="softmax", on_window=lambda done, total: windows.append(total),
     )
     timer.lap("network")
-    classes = geometry.restore_labels(probabilities, reference, ct)
-    labels = geometry.array_to_image(pipeline.OUTPUT_LOOKUP[classes], ct)
+    labels = geometry.array_to_image(
+        geometry.restore_labels(probabilities, reference, ct, values=pipeline.OUTPUT_LOOKUP), ct)
     timer.lap("restore")
     with tempfile.TemporaryDirectory(prefix="lumbarseg-bench-") as outdir:
         sitk.WriteImage(labels, str(Path(outdir) / "baseline_seg.nii.gz"), useCompression=True)

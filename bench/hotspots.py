@@ -108,10 +108,10 @@ def compare(args: argparse.Namespace) -> dict:
     cleaned, timing = measured(lambda: clean(probabilities, hu=crop_hu, spacing_mm=x_spec.spacing_mm,
                                              origin_z_mm=crop.GetOrigin()[2]))
     out["postprocess"] = timing
-    classes, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct))
+    restored, now = measured(lambda: geometry.restore_labels(probabilities, crop, ct, values=pipeline.OUTPUT_LOOKUP))
     out["restore"] = {"current": now}
 
-    labels = geometry.array_to_image(pipeline.OUTPUT_LOOKUP[classes], ct)
+    labels = geometry.array_to_image(restored, ct)
     full, now = measured(lambda: vertebra_measurements(ct, labels))
     nonzero = np.argwhere(sitk.GetArrayViewFromImage(labels))
     if nonzero.size:

@@ -108,6 +108,10 @@ def check_targets(summaries: dict[str, dict]) -> list[dict]:
     return checks
 
 
+def _windows(count: int) -> str:
+    return f"{count} window" + ("" if count == 1 else "s")
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -178,7 +182,7 @@ def markdown(results: dict) -> str:
     lines += stage_table(summaries)
     for name, summary in summaries.items():
         lines += ["", f"### Where the time goes: {name}", ""]
-        grids = "; ".join(f"{stage} grid {'×'.join(map(str, w['grid_zyx']))} (z·y·x), {w['windows']} windows"
+        grids = "; ".join(f"{stage} grid {'×'.join(map(str, w['grid_zyx']))} (z·y·x), {_windows(w['windows'])}"
                           for stage, w in summary["windows"].items())
         startup = summary["startup_s"]
         lines += [f"Networks {_fmt(summary['network_s'])} s; reading, resampling, restoring and writing "
@@ -192,7 +196,7 @@ def markdown(results: dict) -> str:
         if "baseline" in summary and PROPOSED not in name:
             base = summary["baseline"]
             lines += ["", f"Baseline (whole volume, grid {'×'.join(map(str, base['grid']))}, "
-                          f"{base['windows']} windows): " + ", ".join(
+                          f"{_windows(base['windows'])}): " + ", ".join(
                               f"{k} {_fmt(v)} s" for k, v in base["stages_s"].items())]
     for name, error in results.get("failed", {}).items():
         lines += ["", f"**{name} failed**:", "", "```", error, "```"]
