@@ -43,6 +43,22 @@ def terminology(name: str) -> dict:
     }
 
 
+def output_voxels(kji: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The label array with every value outside ``OUTPUT_VALUES`` set to background, and the values present.
+
+    Only the slices that hold labels are scanned: on a clinical-size grid the
+    lumbar spine fills a fraction of them, and untouched zero pages cost nothing.
+    """
+    result = np.zeros_like(kji)
+    labelled = np.flatnonzero(kji.max(axis=(1, 2)))
+    if not labelled.size:
+        return result, []
+    slab = slice(labelled[0], labelled[-1] + 1)
+    part = kji[slab] * ((kji[slab] >= min(OUTPUT_VALUES)) & (kji[slab] <= max(OUTPUT_VALUES)))
+    result[slab] = part
+    return result, [value for value in OUTPUT_VALUES if (part == value).any()]
+
+
 def write_seg_nrrd(labels: sitk.Image, path: Path) -> None:
     """Write a Slicer ``.seg.nrrd`` with one segment per present level (L1..L5, L6).
 
@@ -58,14 +74,11 @@ def write_seg_nrrd(labels: sitk.Image, path: Path) -> None:
     """
     if labels.GetPixelID() != sitk.sitkUInt8:
         raise ValueError(f"label map must be uint8, not {labels.GetPixelIDTypeAsString()}")
-    kji = sitk.GetArrayViewFromImage(labels)
-    kji = kji * ((kji >= min(OUTPUT_VALUES)) & (kji <= max(OUTPUT_VALUES)))
+    kji, present = output_voxels(sitk.GetArrayViewFromImage(labels))
     voxels = kji.transpose(2, 1, 0)
     full_extent = [v for size in voxels.shape for v in (0, size - 1)]
     segments = []
-    for value in OUTPUT_VALUES:
-        if not (kji == value).any():
-            continue
+    for value in present:
         name = lbl.VERSE_NAMES[value]
         segments.append({
             "id": name,

@@ -9,7 +9,7 @@ import slicerio
 from scipy.spatial.transform import Rotation
 
 from LumbarSegLib import labels as lbl
-from LumbarSegLib.seg_nrrd import read_seg_nrrd_segments, write_seg_nrrd
+from LumbarSegLib.seg_nrrd import output_voxels, read_seg_nrrd_segments, write_seg_nrrd
 from LumbarSegLib.terminology import terminology_entry
 
 OBLIQUE = Rotation.from_euler("zyx", [25, -10, 15], degrees=True).as_matrix()
@@ -113,3 +113,15 @@ def test_only_present_levels_and_reader(tmp_path):
     assert [s["label_value"] for s in segments] == [21, 23]
     assert np.allclose(segments[1]["color"], lbl.COLORS["L4"], atol=1e-6)
     assert segments[1]["terminology"]["type"] == ["SCT", "11994002", "L4 vertebra"]
+
+
+def test_values_other_than_the_lumbar_levels_are_written_as_background():
+    kji = np.zeros((12, 5, 6), dtype=np.uint8)
+    kji[3, 1, 1], kji[4, 2, 2], kji[8, 3, 3], kji[9, 0, 0] = 21, 7, 25, 200
+    voxels, present = output_voxels(kji)
+    expected = np.zeros_like(kji)
+    expected[3, 1, 1], expected[8, 3, 3] = 21, 25
+    np.testing.assert_array_equal(voxels, expected)
+    assert present == [21, 25]
+    empty, none = output_voxels(np.zeros_like(kji))
+    assert not empty.any() and none == []
