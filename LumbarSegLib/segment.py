@@ -23,8 +23,9 @@ EDGE_SLICES = 2
 MAX_GROWTHS = 2
 # The XUNet is fully convolutional and runs as one window over the whole crop: a
 # quarter of the work of the overlapping training-size windows that would cover
-# the same crop, and as accurate (docs/MODEL_CARD.md). Larger crops (a wrong box)
-# fall back to sliding windows of this size (z, y, x voxels; ~0.4 GB of activations).
+# the same crop, and measured at least as accurate (docs/MODEL_CARD.md). Larger
+# crops (a wrong box) fall back to sliding windows of this size (z, y, x voxels;
+# ~0.4 GB of activations).
 MAX_WINDOW = (192, 96, 96)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
-from LumbarSegLib import geometry
+from LumbarSegLib import geometry, segment
+from LumbarSegLib.inference import sliding_window
 from LumbarSegLib.labels import NETWORK_CLASSES
-from LumbarSegLib.models import ModelSpec
+from LumbarSegLib.models import ModelSpec, build_network
 from LumbarSegLib.segment import GROWTH_MM, MAX_WINDOW, grown_box, inference_window
 
 SPACING = 2.5
@@ -73,3 +75,23 @@ def test_a_crop_larger_than_the_window_limit_is_covered_by_sliding_windows_of_th
     window = inference_window((400, 120, 72), XUNET_SPEC, multiple_of=8)
     assert window == (MAX_WINDOW[0], MAX_WINDOW[1], 72)
     assert all(n % 8 == 0 for n in MAX_WINDOW)
+
+
+def test_segment_probabilities_runs_the_xunet_once_over_the_whole_crop(monkeypatch):
+    calls = []
+
+    def recording_sliding_window(net, volume, *, patch, **options):
+        calls.append((volume.shape, patch))
+        return sliding_window(net, volume, patch=patch, **options)
+
+    monkeypatch.setattr(segment, "sliding_window", recording_sliding_window)
+    spec = ModelSpec(kind="xunet", channels=(4, 8, 16, 32), spacing_mm=SPACING, patch=(48, 32, 32),
+                     num_classes=len(NETWORK_CLASSES))
+    net = build_network(spec).eval()
+    ct = sitk.Image([70, 60, 150], sitk.sitkInt16)
+    ct.SetSpacing([1.5, 1.5, 1.0])
+    box = geometry.Box(np.array([20.0, 20.0, 10.0]), np.array([80.0, 70.0, 140.0]))
+    probabilities, crop, _ = segment.segment_probabilities(ct, box, net, spec, device=torch.device("cpu"))
+    (shape, window), = calls
+    assert shape == probabilities.shape[1:] == crop.GetSize()[::-1]
+    assert all(w >= s for w, s in zip(window, shape)) and any(w > p for w, p in zip(window, spec.patch))
