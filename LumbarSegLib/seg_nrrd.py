@@ -54,9 +54,10 @@ def output_voxels(kji: np.ndarray) -> tuple[np.ndarray, list[int]]:
     if not labelled.size:
         return result, []
     slab = slice(labelled[0], labelled[-1] + 1)
-    part = kji[slab] * ((kji[slab] >= min(OUTPUT_VALUES)) & (kji[slab] <= max(OUTPUT_VALUES)))
-    result[slab] = part
-    return result, [value for value in OUTPUT_VALUES if (part == value).any()]
+    part = kji[slab]
+    kept = part * ((part >= min(OUTPUT_VALUES)) & (part <= max(OUTPUT_VALUES)))
+    result[slab] = kept
+    return result, [value for value in OUTPUT_VALUES if (kept == value).any()]
 
 
 def write_seg_nrrd(labels: sitk.Image, path: Path) -> None:

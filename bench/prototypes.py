@@ -14,11 +14,8 @@ import numpy as np
 import torch
 
 from LumbarSegLib import io
-from LumbarSegLib.inference import predict_logits
+from LumbarSegLib.inference import padded_shape, sliding_window
 from LumbarSegLib.intensity import AIR_INPUT
-
-PAD = AIR_INPUT
-
 
 def gzip_trailer_size(path: Path) -> int:
     """The uncompressed length (mod 2**32) a gzip file's trailer states: O(1) instead of decompressing."""
@@ -28,12 +25,9 @@ def gzip_trailer_size(path: Path) -> int:
 
 
 def localizer_single_pass(net: torch.nn.Module, volume: np.ndarray, device: torch.device) -> np.ndarray:
-    """The localizer over the whole coarse volume in one forward pass (it is fully convolutional)."""
-    shape = [int(np.ceil(n / net.size_multiple) * net.size_multiple) for n in volume.shape]
-    padded = np.full(shape, PAD, dtype=np.float32)
-    padded[: volume.shape[0], : volume.shape[1], : volume.shape[2]] = volume
-    logits = predict_logits(net, padded[None], device)
-    return torch.sigmoid(logits)[0, 0, : volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
+    """The localizer over the whole coarse volume in one window (it is fully convolutional), as the XUNet runs."""
+    whole = padded_shape(volume.shape, volume.shape, net.size_multiple)
+    return sliding_window(net, volume, patch=whole, device=device, pad_value=AIR_INPUT, activation="sigmoid")[0]
 
 
 def nifti_byte_count_from_trailer(p: Path, shown: str) -> int:
