@@ -9,7 +9,7 @@ from torch import nn
 
 from LumbarSegLib.errors import InputError
 from LumbarSegLib.inference import (
-    autocast_dtype, cpu_has_fast_bf16, gaussian_weights, padded_shape, select_device, sliding_window, window_starts,
+    autocast_dtype, cpu_has_fast_bf16, device_layout, gaussian_weights, padded_shape, select_device, sliding_window, window_starts,
 )
 
 
@@ -84,3 +84,22 @@ def test_precision_follows_cpu_capability():
     expected = torch.bfloat16 if cpu_has_fast_bf16() else None
     assert autocast_dtype(torch.device("cpu")) == expected
     assert autocast_dtype(torch.device("cuda")) == torch.float16
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, fast", [(True, False, True), (False, True, True), (False, False, False)])
+def test_bf16_needs_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, fast):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert cpu_has_fast_bf16() is fast
+    assert autocast_dtype(torch.device("cpu")) == (torch.bfloat16 if fast else None)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_device_layout_is_channels_last_only_with_reduced_precision(monkeypatch, fast):
+    monkeypatch.setattr("LumbarSegLib.inference.cpu_has_fast_bf16", lambda: fast)
+    cpu = torch.device("cpu")
+    x = device_layout(torch.zeros(1, 2, 3, 4, 5), cpu)
+    conv = device_layout(nn.Conv3d(2, 2, 3), cpu)
+    assert x.is_contiguous(memory_format=torch.channels_last_3d) is fast
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) is fast
+    assert x.is_contiguous() is not fast

@@ -38,7 +38,7 @@ from LumbarSegLib import geometry, inference, localize, pipeline, seg_nrrd, segm
 from LumbarSegLib.inference import prepare_network, select_device, sliding_window  # noqa: E402
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu  # noqa: E402
 from LumbarSegLib.io import output_stem, read_ct  # noqa: E402
-from LumbarSegLib.models import XUNET_FILE, load_network  # noqa: E402
+from LumbarSegLib.models import XUNET_FILE, build_network, load_network  # noqa: E402
 from LumbarSegLib.progress import Progress  # noqa: E402
 
 from bench.prototypes import apply_prototypes  # noqa: E402
@@ -258,7 +258,47 @@ def run_window(args: argparse.Namespace) -> dict:
     return result
 
 
-MODES = {"ours": run_ours, "baseline": run_baseline, "profile": run_profile, "window": run_window}
+def timed_training_step(net: torch.nn.Module, x: torch.Tensor, *, classes: int, bf16: bool, repeats: int) -> float:
+    """Median wall time of ``repeats`` XUNet training steps (AdamW, the training loss) after one warm-up."""
+    from LumbarSegLib.training.losses import deep_supervision_loss
+
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    target = torch.randint(0, classes, x[:, 0].shape)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    seconds = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        with context:
+            outputs = net(x)
+        loss = deep_supervision_loss([o.float() for o in outputs], target, valid)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds[1:]))
+
+
+def run_train_step(args: argparse.Namespace) -> dict:
+    """One XUNet training step (batch 2 of training patches): fp32, fp32 channels-last, bf16 channels-last."""
+    pipeline.set_threads(args.threads)
+    _, spec = load_network(XUNET_FILE, args.xunet)
+    x = torch.from_numpy(window_input(tuple(spec.patch), spec.spacing_mm))[None, None].repeat(2, 1, 1, 1, 1)
+    result = {"patch": list(spec.patch), "batch": 2, "cpu_has_fast_bf16": inference.cpu_has_fast_bf16()}
+    layouts = {"fp32_s": (False, False), "fp32_channels_last_s": (False, True), "bf16_channels_last_s": (True, True)}
+    for key, (bf16, channels_last) in layouts.items():
+        net = build_network(spec).train()
+        batch = x
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
+            batch = x.contiguous(memory_format=torch.channels_last_3d)
+        result[key] = round(timed_training_step(net, batch, classes=spec.num_classes, bf16=bf16, repeats=3), 3)
+    result["fp32_over_bf16"] = round(result["fp32_s"] / result["bf16_channels_last_s"], 2)
+    return result
+
+
+MODES = {"ours": run_ours, "baseline": run_baseline, "profile": run_profile, "window": run_window,
+         "train-step": run_train_step}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from LumbarSegLib import __version__
-from LumbarSegLib.inference import precision_context, select_device
+from LumbarSegLib.inference import device_layout, precision_context, select_device
 from LumbarSegLib.labels import NETWORK_CLASSES
 from LumbarSegLib.errors import ModelError
 from LumbarSegLib.models import ModelSpec, build_network, load_model, save_model
@@ -94,7 +94,7 @@ def validation_dice(net: torch.nn.Module, kind: str, batches: list, device: torc
     scores: dict[str, list[float]] = {name: [] for name in classes}
     with torch.inference_mode(), precision_context(device):
         for image, target, valid in batches:
-            logits = net(image.to(device)).float().cpu()
+            logits = net(device_layout(image, device)).float().cpu()
             pred = (logits[:, 0] > 0).long() if kind == "localizer" else logits.argmax(1)
             for cls, name in enumerate(classes, start=1):
                 truth = (target == cls) & valid
@@ -136,7 +136,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
         tuple(t[None] for t in to_tensors(validation_factory(i))) for i in range(config["validation_phantoms"])
     ]
 
-    net = build_network(model_spec(config)).to(device)
+    net = device_layout(build_network(model_spec(config)), device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
     checkpoint_path = out_dir / "checkpoint.pt"
     step, best, elapsed, optimizer_start = 0, -1.0, 0.0, 0
@@ -181,7 +181,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config, optimizer_start=optimizer_start)
             with precision_context(device):
-                outputs = net(image.to(device))
+                outputs = net(device_layout(image, device))
             loss = compute_loss(kind, [o.float() for o in outputs] if isinstance(outputs, list) else outputs.float(),
                                 target.to(device), valid.to(device))
             optimizer.zero_grad(set_to_none=True)
