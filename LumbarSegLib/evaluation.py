@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from .errors import CancelledError, InputError
 from .labels import VERSE_VALUE
 from .metrics import per_level_metrics
-from .postprocess import LEVEL_COUNT_FINDINGS
+from .postprocess import TRANSITIONAL_FINDINGS
 
 LOG = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -114,24 +114,22 @@ def summarize(results: Sequence[CaseResult]) -> dict:
     }
 
 
-def transitional_summary(results: Sequence[CaseResult], variants: dict[str, str]) -> dict:
-    """How often the level count is flagged as in doubt, for cases with and without a sixth lumbar vertebra.
+def transitional_summary(results: Sequence[CaseResult], variants: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per anatomical variant: how many cases, and in how many a transitional-anatomy finding was raised.
 
     Args:
         results: evaluated cases.
-        variants: case -> anatomical variant (``L6`` has six lumbar vertebrae).
+        variants: case -> anatomical variant (``normal``, ``L6``, ``sacralized_L5``, ...); on
+            ``normal`` cases a flag is a false alarm.
     """
-    flagged = {
-        r.case: any(f.startswith(LEVEL_COUNT_FINDINGS) for f in r.flags) for r in results if r.case in variants
-    }
-    with_l6 = [case for case in flagged if variants[case] == "L6"]
-    without = [case for case in flagged if variants[case] != "L6"]
-    return {
-        "l6_cases": len(with_l6),
-        "l6_flagged": sum(flagged[case] for case in with_l6),
-        "other_cases": len(without),
-        "other_flagged": sum(flagged[case] for case in without),
-    }
+    summary: dict[str, dict[str, int]] = {}
+    for result in results:
+        if result.case not in variants:
+            continue
+        row = summary.setdefault(variants[result.case], {"cases": 0, "flagged": 0})
+        row["cases"] += 1
+        row["flagged"] += any(flag.startswith(TRANSITIONAL_FINDINGS) for flag in result.flags)
+    return dict(sorted(summary.items()))
 
 
 def to_markdown(results: Sequence[CaseResult], summary: dict) -> str:
@@ -258,10 +256,10 @@ def _level_summary(metrics: list[dict]) -> dict:
 def _transitional_lines(transitional: Optional[dict]) -> list[str]:
     if not transitional:
         return []
+    counts = "; ".join(f"{variant} {row['flagged']} of {row['cases']}" for variant, row in transitional.items())
     return [
-        f"Transitional anatomy: level count flagged ({', '.join(LEVEL_COUNT_FINDINGS)}) in "
-        f"{transitional['l6_flagged']} of {transitional['l6_cases']} cases with six lumbar vertebrae; "
-        f"flagged in {transitional['other_flagged']} of {transitional['other_cases']} cases without.",
+        f"Transitional anatomy flagged ({', '.join(TRANSITIONAL_FINDINGS)}), by variant: {counts}"
+        " (on normal spines a flag is a false alarm).",
         "",
     ]
 

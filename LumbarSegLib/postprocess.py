@@ -16,7 +16,8 @@ cleaned result:
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
 lumbar vertebra, one label covering two vertebral bodies (the network's usual
-failure when it sees one vertebra more than it expects, e.g. L6), low confidence.
+failure when it sees one vertebra more than it expects, e.g. L6), an L5 lying
+broadly against the sacrum (possible sacralization), low confidence.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ MIN_BODY_SHARE = 0.25
 # below this share of L5 that does not reach the crop's caudal end (where the field of view
 # may cut a real one) is a piece of L5 or the sacrum.
 MIN_L6_SHARE_OF_L5 = 0.5
-# Findings that say the level count, and so every label, is in doubt.
-LEVEL_COUNT_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae")
+# A normal L5 touches the sacrum only at its facet joints, across a ~10 mm L5/S1 disc
+# elsewhere; a sacralized L5 (thin disc, broad transverse processes on the sacral ala)
+# lies against it over a larger share of its voxels.
+SACRALIZATION_CONTACT_SHARE = 0.03
+# Findings of transitional anatomy: the level count, and so every label, may be in doubt.
+TRANSITIONAL_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae", "possible_sacralization")
 
 
 @dataclass
@@ -204,6 +209,28 @@ def merged_levels(labels: np.ndarray, voxel_ml: float) -> list[Finding]:
     return findings
 
 
+def sacrum_contact_share(labels: np.ndarray) -> float:
+    """Share of L5's voxels with a sacrum voxel as a face neighbour; 0 when either is absent."""
+    l5, sacrum = labels == L5_CLASS, labels == SACRUM_CLASS
+    if not l5.any() or not sacrum.any():
+        return 0.0
+    touching = l5 & ndimage.binary_dilation(sacrum)
+    return float(touching.sum() / l5.sum())
+
+
+def sacralization(labels: np.ndarray) -> list[Finding]:
+    """Report an L5 that lies against the sacrum over more than a normal L5/S1 junction allows."""
+    share = sacrum_contact_share(labels)
+    if share < SACRALIZATION_CONTACT_SHARE:
+        return []
+    return [Finding(
+        "possible_sacralization",
+        f"L5 lies against the sacrum over {share:.0%} of its volume (a normal L5/S1 junction: about 1 %):"
+        " possibly a sacralized L5 (transitional anatomy); confirm the level count",
+        "L5",
+    )]
+
+
 def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_mm: float,
                      origin_z_mm: float) -> dict[str, LevelSummary]:
     """Volume, cranio-caudal centroid and mean winning probability of each present level."""
@@ -287,5 +314,5 @@ def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origi
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
     drop_absent_classes(probabilities, labels)
-    findings = removed + anatomical_findings(levels) + merged_levels(labels, voxel_ml)
+    findings = removed + anatomical_findings(levels) + merged_levels(labels, voxel_ml) + sacralization(labels)
     return CleanResult(labels=labels, levels=levels, findings=findings)

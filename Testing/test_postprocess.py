@@ -127,6 +127,26 @@ def test_small_l6_cut_by_the_crop_end_is_kept():
     assert (result.labels == 6).sum() == (labels == 6).sum()
 
 
+SACRUM = NETWORK_CLASSES.index("sacrum")
+
+
+def test_l5_against_the_sacrum_is_flagged_as_possible_sacralization():
+    labels = stacked_levels()  # L5 occupies rows 8..19
+    labels[0:8, 4:20, 4:20] = SACRUM  # no disc: the sacrum meets L5's whole lower endplate
+    result = run_clean(one_hot(labels))
+    assert [f.level for f in result.findings if f.code == "possible_sacralization"] == ["L5"]
+    np.testing.assert_array_equal(result.labels, labels)
+
+
+def test_normal_l5_s1_junction_is_not_flagged():
+    labels = stacked_levels()
+    labels[0:6, 4:20, 4:20] = SACRUM  # a two-slice disc between L5 and the sacrum...
+    labels[6:8, 17:19, 5:7] = SACRUM  # ...bridged only at the two facet joints
+    labels[6:8, 17:19, 17:19] = SACRUM
+    result = run_clean(one_hot(labels))
+    assert "possible_sacralization" not in codes(result)
+
+
 def test_label_covering_two_vertebral_bodies_is_flagged_not_relabelled():
     labels = stacked_levels(order=(1, 2, 3, 3, 4))  # six vertebrae seen as five: "L3" spans two
     rows = np.nonzero((labels == 3).any(axis=(1, 2)))[0]
