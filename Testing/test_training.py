@@ -9,7 +9,7 @@ import pytest
 
 from LumbarSegLib.models import load_model
 from LumbarSegLib.training.data import SampleFactory, labelled_range
-from LumbarSegLib.training.train import learning_rate, train
+from LumbarSegLib.training.train import learning_rate, selection_score, train
 
 TINY = {
     "kind": "xunet", "spacing_mm": 6.0, "patch": [16, 16, 16], "channels": [4, 8], "batch_size": 1,
@@ -41,6 +41,14 @@ def test_learning_rate_warms_up_from_each_optimizer_start():
     assert learning_rate(0, config) == pytest.approx(0.1)
     assert learning_rate(50, config, optimizer_start=50) < learning_rate(59, config, optimizer_start=50)
     assert learning_rate(99, config) < 0.05
+
+
+def test_best_checkpoint_is_chosen_by_the_five_lumbar_levels():
+    steady = {"L1": 0.9, "L2": 0.9, "L3": 0.9, "L4": 0.9, "L5": 0.9, "L6": 0.0, "thoracic": 0.5, "sacrum": 0.5}
+    lucky_l6 = {**steady, "L1": 0.8, "L6": 0.4}  # an L6 hit must not outweigh a worse L1
+    assert selection_score(steady) == pytest.approx(0.9)
+    assert selection_score(lucky_l6) < selection_score(steady)
+    assert selection_score({"lumbar": 0.6}) == pytest.approx(0.6)  # the localizer's one class
 
 
 def test_tiny_training_run_resumes_and_continues(tmp_path):

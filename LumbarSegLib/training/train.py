@@ -87,6 +87,17 @@ def compute_loss(kind: str, outputs, target: torch.Tensor, valid: torch.Tensor) 
     return deep_supervision_loss(outputs, target, valid)
 
 
+def selection_score(dice: dict[str, float]) -> float:
+    """The score that picks ``best.pt``: mean validation Dice over L1-L5 (the localizer: its one class).
+
+    L6 (in one or two of the validation phantoms) and the anchor classes are left
+    out: the L6 Dice swings between 0 and 0.3 from one validation to the next and
+    would choose the checkpoint by it.
+    """
+    levels = [dice[name] for name in ("L1", "L2", "L3", "L4", "L5") if name in dice] or list(dice.values())
+    return float(np.mean(levels)) if levels else 0.0
+
+
 def validation_dice(net: torch.nn.Module, kind: str, batches: list, device: torch.device) -> dict[str, float]:
     """Mean Dice per foreground class over the validation samples (valid voxels only)."""
     net.eval()
@@ -197,7 +208,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
             if step % config["validate_every"] == 0 or step == config["steps"]:
                 dice = validation_dice(net, kind, validation, device)
                 record["validation_dice"] = dice
-                score = float(np.mean(list(dice.values()))) if dice else 0.0
+                score = selection_score(dice)
                 if score > best:
                     best = score
                     save_model(net, model_spec(config, training=training_facts()), out_dir / "best.pt")
