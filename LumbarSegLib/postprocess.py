@@ -34,6 +34,7 @@ L6_CLASS = NETWORK_CLASSES.index("L6")
 THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
+MAX_COMPONENT_PASSES = 4
 LOW_CONFIDENCE = 0.75
 # Smallest in-plane extent of anything called a lumbar vertebra: the body alone of the
 # smallest adult lumbar vertebra is ~35 mm wide and ~25 mm deep. Catches rods, tubes and
@@ -90,8 +91,20 @@ class CleanResult:
 
 
 def keep_largest_components(probabilities: np.ndarray, voxel_ml: float) -> None:
-    """Per vertebra class, keep the largest component; drop the class elsewhere (in place)."""
+    """Per vertebra class, keep the largest component; drop the class elsewhere (in place).
+
+    Dropped voxels fall to their next most likely class, which can leave a new
+    stray piece of another class (a fragment of L5 whose runner-up is L6, say),
+    so the pass repeats until nothing more is dropped.
+    """
+    for _ in range(MAX_COMPONENT_PASSES):
+        if not _drop_extra_components(probabilities, voxel_ml):
+            return
+
+
+def _drop_extra_components(probabilities: np.ndarray, voxel_ml: float) -> bool:
     labels = probabilities.argmax(axis=0)
+    dropped = False
     for cls in LUMBAR_CLASSES:
         components, count = ndimage.label(labels == cls)
         if count == 0:
@@ -101,7 +114,10 @@ def keep_largest_components(probabilities: np.ndarray, voxel_ml: float) -> None:
         drop = (components > 0) & (components != keep)
         if sizes[keep - 1] * voxel_ml < MIN_VERTEBRA_ML:
             drop |= components == keep
-        probabilities[cls][drop] = 0.0
+        if drop.any():
+            probabilities[cls][drop] = 0.0
+            dropped = True
+    return dropped
 
 
 def fill_holes(probabilities: np.ndarray) -> None:

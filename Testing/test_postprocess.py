@@ -58,6 +58,19 @@ def test_stray_fragment_falls_to_next_most_likely_class():
     assert (result.labels == 3).sum() == (labels == 3).sum()
 
 
+def test_a_fragment_cannot_leave_a_stray_piece_of_its_runner_up_class():
+    labels = stacked_levels()
+    probs = one_hot(labels)
+    fragment = (slice(30, 32), slice(8, 10), slice(8, 10))  # inside L4, far from L5
+    probs[:, fragment[0], fragment[1], fragment[2]] = 0.0
+    probs[5][fragment] = 0.5  # an L5 fragment...
+    probs[6][fragment] = 0.3  # ...whose runner-up is L6...
+    probs[4][fragment] = 0.2  # ...and L4 third
+    result = run_clean(probs)
+    assert (result.labels[fragment] == 4).all()
+    assert codes(result) == []
+
+
 def test_enclosed_hole_is_filled():
     labels = stacked_levels()
     labels[40:43, 10:13, 10:13] = 0
