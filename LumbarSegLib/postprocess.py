@@ -8,10 +8,7 @@ cleaned result:
   other fragments lose that class and fall to their next most likely class
   (usually the vertebra they are embedded in);
 - enclosed holes of a vertebra are filled with it;
-- a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported;
-- an "L6" much smaller than L5 and wholly inside the crop is a piece of L5 or the
-  sacrum, not a sixth lumbar vertebra: it falls to its next most likely class and
-  is reported.
+- a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported.
 
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
@@ -30,7 +27,6 @@ from scipy import ndimage
 from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 
 L5_CLASS = NETWORK_CLASSES.index("L5")
-L6_CLASS = NETWORK_CLASSES.index("L6")
 THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
@@ -51,10 +47,6 @@ BONE_HU = 150.0
 BODY_FRACTION = 0.3
 MIN_BODY_ML = 3.0
 MIN_BODY_SHARE = 0.25
-# Lumbar vertebrae grow caudally, so a whole vertebra below L5 is about L5's size; an "L6"
-# below this share of L5 that does not reach the crop's caudal end (where the field of view
-# may cut a real one) is a piece of L5 or the sacrum.
-MIN_L6_SHARE_OF_L5 = 0.5
 # A normal L5 touches the sacrum only at its facet joints, across a ~10 mm L5/S1 disc
 # elsewhere; a sacralized L5 (thin disc, broad transverse processes on the sacral ala)
 # lies against it over a larger share of its voxels.
@@ -157,27 +149,6 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
                 name,
             ))
     return findings
-
-
-def drop_l6_fragment(probabilities: np.ndarray, voxel_ml: float) -> list[Finding]:
-    """Give an "L6" too small to be a vertebra below L5 its next most likely class (in place).
-
-    Axis 0 of the canonical grid runs inferior (index 0) to superior.
-    """
-    labels = probabilities.argmax(axis=0)
-    l6, l5 = labels == L6_CLASS, labels == L5_CLASS
-    if not l6.any() or not l5.any() or l6[0].any():
-        return []
-    share = l6.sum() / l5.sum()
-    if share >= MIN_L6_SHARE_OF_L5:
-        return []
-    probabilities[L6_CLASS][l6] = 0.0
-    return [Finding(
-        "implausible_level",
-        f"a piece labelled L6 ({l6.sum() * voxel_ml:.1f} mL, {share:.0%} of L5) is too small to be a vertebra"
-        " below L5: given its next most likely label",
-        "L6",
-    )]
 
 
 def drop_absent_classes(probabilities: np.ndarray, labels: np.ndarray) -> None:
@@ -324,9 +295,8 @@ def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origi
     """
     voxel_ml = spacing_mm**3 / 1000.0
     keep_largest_components(probabilities, voxel_ml)
-    removed = drop_l6_fragment(probabilities, voxel_ml)
     fill_holes(probabilities)
-    removed += drop_implausible_levels(probabilities, hu, spacing_mm)
+    removed = drop_implausible_levels(probabilities, hu, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
     drop_absent_classes(probabilities, labels)
