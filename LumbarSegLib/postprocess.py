@@ -8,13 +8,15 @@ cleaned result:
   other fragments lose that class and fall to their next most likely class
   (usually the vertebra they are embedded in);
 - enclosed holes of a vertebra are filled with it;
-- a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported.
+- a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported;
+- an "L6" without a vertebral body of its own (a piece of the sacrum or of L5)
+  is not a sixth lumbar vertebra: it falls to its next most likely class and is
+  reported.
 
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
 lumbar vertebra, one label covering two vertebral bodies (the network's usual
-failure when it sees one vertebra more than it expects, e.g. L6), an L5 lying
-broadly against the sacrum (possible sacralization), low confidence.
+failure when it sees one vertebra more than it expects, e.g. L6), low confidence.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from scipy import ndimage
 
 from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 
-L5_CLASS = NETWORK_CLASSES.index("L5")
+L6_CLASS = NETWORK_CLASSES.index("L6")
 THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
@@ -47,12 +49,8 @@ BONE_HU = 150.0
 BODY_FRACTION = 0.3
 MIN_BODY_ML = 3.0
 MIN_BODY_SHARE = 0.25
-# A normal L5 touches the sacrum only at its facet joints, across a ~10 mm L5/S1 disc
-# elsewhere; a sacralized L5 (thin disc, broad transverse processes on the sacral ala)
-# lies against it over a larger share of its voxels.
-SACRALIZATION_CONTACT_SHARE = 0.03
 # Findings of transitional anatomy: the level count, and so every label, may be in doubt.
-TRANSITIONAL_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae", "possible_sacralization")
+TRANSITIONAL_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae")
 
 
 @dataclass
@@ -151,6 +149,25 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
     return findings
 
 
+def drop_bodiless_l6(probabilities: np.ndarray, voxel_ml: float) -> list[Finding]:
+    """Give an "L6" without a vertebral body of its own its next most likely class (in place).
+
+    A sixth lumbar vertebra has a body like L5's; what the network sometimes
+    calls L6 on a normal spine is the top of the sacrum or the bottom of L5,
+    with no body-sized anterior piece (``count_bodies``).
+    """
+    l6 = probabilities.argmax(axis=0) == L6_CLASS
+    if not l6.any() or count_bodies(l6, voxel_ml) > 0:
+        return []
+    probabilities[L6_CLASS][l6] = 0.0
+    return [Finding(
+        "implausible_level",
+        f"a structure labelled L6 ({l6.sum() * voxel_ml:.1f} mL) has no vertebral body of its own: not a sixth"
+        " lumbar vertebra; given its next most likely label",
+        "L6",
+    )]
+
+
 def drop_absent_classes(probabilities: np.ndarray, labels: np.ndarray) -> None:
     """Zero every class that wins no voxel of ``labels`` and renormalise (in place).
 
@@ -194,28 +211,6 @@ def merged_levels(labels: np.ndarray, voxel_ml: float) -> list[Finding]:
                 name,
             ))
     return findings
-
-
-def sacrum_contact_share(labels: np.ndarray) -> float:
-    """Share of L5's voxels with a sacrum voxel as a face neighbour; 0 when either is absent."""
-    l5, sacrum = labels == L5_CLASS, labels == SACRUM_CLASS
-    if not l5.any() or not sacrum.any():
-        return 0.0
-    touching = l5 & ndimage.binary_dilation(sacrum)
-    return float(touching.sum() / l5.sum())
-
-
-def sacralization(labels: np.ndarray) -> list[Finding]:
-    """Report an L5 that lies against the sacrum over more than a normal L5/S1 junction allows."""
-    share = sacrum_contact_share(labels)
-    if share < SACRALIZATION_CONTACT_SHARE:
-        return []
-    return [Finding(
-        "possible_sacralization",
-        f"L5 lies against the sacrum over {share:.0%} of its volume (a normal L5/S1 junction: about 1 %):"
-        " possibly a sacralized L5 (transitional anatomy); confirm the level count",
-        "L5",
-    )]
 
 
 def summarize_levels(probabilities: np.ndarray, labels: np.ndarray, *, spacing_mm: float,
@@ -296,9 +291,9 @@ def clean(probabilities: np.ndarray, *, hu: np.ndarray, spacing_mm: float, origi
     voxel_ml = spacing_mm**3 / 1000.0
     keep_largest_components(probabilities, voxel_ml)
     fill_holes(probabilities)
-    removed = drop_implausible_levels(probabilities, hu, spacing_mm)
+    removed = drop_bodiless_l6(probabilities, voxel_ml) + drop_implausible_levels(probabilities, hu, spacing_mm)
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     levels = summarize_levels(probabilities, labels, spacing_mm=spacing_mm, origin_z_mm=origin_z_mm)
     drop_absent_classes(probabilities, labels)
-    findings = removed + anatomical_findings(levels) + merged_levels(labels, voxel_ml) + sacralization(labels)
+    findings = removed + anatomical_findings(levels) + merged_levels(labels, voxel_ml)
     return CleanResult(labels=labels, levels=levels, findings=findings)
