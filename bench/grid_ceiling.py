@@ -44,9 +44,8 @@ def round_trip_dice(truth: sitk.Image, spacing_mm: float) -> dict[int, float]:
     array = sitk.GetArrayFromImage(truth)
     values = [int(v) for v in np.unique(array) if v]
     indices = np.argwhere(array > 0)
-    corners = [truth.TransformIndexToPhysicalPoint([int(i) for i in corner[::-1]])
-               for corner in (indices.min(axis=0), indices.max(axis=0))]
-    box = geometry.Box(np.minimum(*corners), np.maximum(*corners)).expanded(MARGIN_MM)
+    lower, upper = indices.min(axis=0), indices.max(axis=0) + 1
+    box = geometry.physical_box(geometry.sub_grid(truth, lower, upper)).expanded(MARGIN_MM)
     reference = geometry.canonical_reference(box, spacing_mm)
     on_grid = sitk.GetArrayFromImage(geometry.resample_labels(truth, reference))
     classes = np.array([0] + values)
