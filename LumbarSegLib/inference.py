@@ -54,7 +54,7 @@ def precision_context(device: torch.device) -> contextlib.AbstractContextManager
     return torch.autocast(device.type, dtype=dtype)
 
 
-def device_layout(tensor_or_net, device: torch.device):
+def device_layout(tensor_or_net: torch.Tensor | nn.Module, device: torch.device) -> torch.Tensor | nn.Module:
     """Move a tensor or network to the device, channels-last where reduced precision runs (its fast layout)."""
     moved = tensor_or_net.to(device)
     if autocast_dtype(device) is None:
