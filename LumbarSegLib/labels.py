@@ -22,6 +22,8 @@ L6_VALUE = 25
 SACRUM_VALUE = 26
 T13_VALUE = 28
 THORACIC_VALUES: tuple[int, ...] = tuple(range(8, 20)) + (T13_VALUE,)
+# The values LumbarSeg writes out (and scores): L1..L5 and L6.
+OUTPUT_VALUES: tuple[int, ...] = LUMBAR_VALUES + (L6_VALUE,)
 
 # Classes predicted by the segmentation network.  Thoracic vertebrae and the
 # sacrum are context classes: they anchor the level count and let the

@@ -19,7 +19,6 @@ CORE_DEPTH_MM = 4.0
 # extent of the whole vertebra, about 85-95 mm for a lumbar vertebra with its spinous process)
 # lies inside the body (30-35 mm deep) and in front of the basivertebral veins and pedicles.
 BODY_FRACTION = 0.3
-OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 
 
@@ -51,7 +50,7 @@ def vertebra_measurements(ct: sitk.Image, labels: sitk.Image) -> dict[str, dict]
     present = set(stats.GetLabels())
     return {
         lbl.VERSE_NAMES[value]: _measure_level(ct, labels, value, stats.GetBoundingBox(value))
-        for value in OUTPUT_VALUES
+        for value in lbl.OUTPUT_VALUES
         if value in present
     }
 

@@ -28,7 +28,6 @@ from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
 from . import labels as lbl
 
 FORMATS = ("stl", "obj", "vtp")
-OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 # Windowed-sinc pass band, as Slicer's closed-surface conversion with smoothing factor 0.5.
 PASS_BAND = 0.01
 
@@ -60,7 +59,7 @@ def write_meshes(labels: sitk.Image, outdir: Path, *, fmt: str = "stl", smoothin
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels)
     paths = []
-    for value in OUTPUT_VALUES:
+    for value in lbl.OUTPUT_VALUES:
         if value not in stats.GetLabels():
             continue
         name = lbl.VERSE_NAMES[value]

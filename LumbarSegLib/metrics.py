@@ -21,11 +21,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .labels import L6_VALUE, LUMBAR_VALUES, VERSE_NAMES
+from .labels import OUTPUT_VALUES, VERSE_NAMES
 
 # VerSe identification rule: the predicted centroid must lie closer than this.
 IDENTIFICATION_DISTANCE_MM = 20.0
-EVALUATED_LEVELS: tuple[int, ...] = LUMBAR_VALUES + (L6_VALUE,)
+EVALUATED_LEVELS: tuple[int, ...] = OUTPUT_VALUES
 # Grids that differ less than this (mm, or unitless for directions) are the same
 # grid: NIfTI headers round spacings to float32 (3.0 vs 3.000000238).
 _GRID_TOLERANCE = 1e-4

@@ -22,7 +22,6 @@ BONE_WINDOW = (-500.0, 1300.0)  # level 400, width 1800 HU
 MARGIN_MM = 50.0
 MAX_PIXELS = 500
 ALPHA = 0.45
-OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 X, Y, Z = np.eye(3)  # LPS axes: patient left, posterior, superior
 # (title, image column axis, image row axis, plane normal, letters left/right/top/bottom)
 VIEWS = (
@@ -68,7 +67,7 @@ def _region(labels: sitk.Image) -> tuple[list[int], np.ndarray, np.ndarray, np.n
     """Lumbar values present, their centroid and LPS bounding box plus margin (or the image's)."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels)
-    values = [v for v in OUTPUT_VALUES if v in stats.GetLabels()]
+    values = [v for v in lbl.OUTPUT_VALUES if v in stats.GetLabels()]
     if not values:
         low, high = _physical_box(labels)
         return values, (low + high) / 2.0, low, high
@@ -111,7 +110,7 @@ def _slice_pair(ct: sitk.Image, labels: sitk.Image, centre: np.ndarray, low: np.
 def _draw(ax, title: str, hu: np.ndarray, lab: np.ndarray, letters: str) -> None:
     ax.imshow(hu, cmap="gray", vmin=BONE_WINDOW[0], vmax=BONE_WINDOW[1], interpolation="bilinear")
     overlay = np.zeros(lab.shape + (4,))
-    for value in OUTPUT_VALUES:
+    for value in lbl.OUTPUT_VALUES:
         overlay[lab == value] = (*lbl.COLORS[lbl.VERSE_NAMES[value]], ALPHA)
     ax.imshow(overlay, interpolation="nearest")
     ax.set_title(title, color="white")

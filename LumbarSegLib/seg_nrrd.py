@@ -16,7 +16,6 @@ import slicerio
 from . import labels as lbl
 from .terminology import ANATOMIC_CONTEXT_NAME, TERMINOLOGY_CONTEXT_NAME
 
-OUTPUT_VALUES: tuple[int, ...] = lbl.LUMBAR_VALUES + (lbl.L6_VALUE,)
 
 
 def ijk_to_lps(image: sitk.Image) -> np.ndarray:
@@ -44,7 +43,7 @@ def terminology(name: str) -> dict:
 
 
 def output_voxels(kji: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """The label array with every value outside ``OUTPUT_VALUES`` set to background, and the values present.
+    """The label array with every value outside ``lbl.OUTPUT_VALUES`` set to background, and the values present.
 
     Only the slices that hold labels are scanned: on a clinical-size grid the
     lumbar spine fills a fraction of them, and untouched zero pages cost nothing.
@@ -55,9 +54,9 @@ def output_voxels(kji: np.ndarray) -> tuple[np.ndarray, list[int]]:
         return result, []
     slab = slice(labelled[0], labelled[-1] + 1)
     part = kji[slab]
-    kept = part * ((part >= min(OUTPUT_VALUES)) & (part <= max(OUTPUT_VALUES)))
+    kept = part * ((part >= min(lbl.OUTPUT_VALUES)) & (part <= max(lbl.OUTPUT_VALUES)))
     result[slab] = kept
-    return result, [value for value in OUTPUT_VALUES if (kept == value).any()]
+    return result, [value for value in lbl.OUTPUT_VALUES if (kept == value).any()]
 
 
 def write_seg_nrrd(labels: sitk.Image, path: Path) -> None:

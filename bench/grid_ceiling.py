@@ -23,8 +23,7 @@ import SimpleITK as sitk
 
 from LumbarSegLib import geometry
 from LumbarSegLib.evaluation import find_cases
-from LumbarSegLib.labels import L6_VALUE, LUMBAR_VALUES
-from LumbarSegLib.metrics import dice
+from LumbarSegLib.metrics import EVALUATED_LEVELS, dice
 from LumbarSegLib.phantom.dataset import write_phantom_cases
 
 RESULTS = Path(__file__).parent / "results" / "grid_ceiling.json"
@@ -32,10 +31,10 @@ MARGIN_MM = 20.0
 
 
 def lumbar_truth(path: Path) -> sitk.Image:
-    """The truth mask with only lumbar levels kept (VerSe values)."""
+    """The truth mask with only the evaluated lumbar levels kept (VerSe values)."""
     truth = sitk.ReadImage(str(path), sitk.sitkUInt8)
     array = sitk.GetArrayFromImage(truth)
-    array[~np.isin(array, LUMBAR_VALUES + (L6_VALUE,))] = 0
+    array[~np.isin(array, EVALUATED_LEVELS)] = 0
     return geometry.array_to_image(array, truth)
 
 
