@@ -27,7 +27,7 @@ def select_device(requested: str = "auto") -> torch.device:
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has bf16 units (AMX tiles or AVX512-BF16): only then is bf16 faster than fp32.
 
-    Measured with 2 threads: a bf16 + channels-last XUNet training step is 2.2x
+    Measured with 2 threads: a bf16 + channels-last XUNet training step is 2.2-2.5x
     faster than fp32 on an AMD Zen 4 (AVX512-BF16), 3x on an Intel AMX Xeon;
     without them (e.g. AVX2-only Zen 3) bf16 convolutions fall back to
     reference kernels ~400x slower than fp32.

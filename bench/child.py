@@ -259,22 +259,18 @@ def run_window(args: argparse.Namespace) -> dict:
 
 
 def timed_training_step(net: torch.nn.Module, x: torch.Tensor, *, classes: int, bf16: bool, repeats: int) -> float:
-    """Median wall time of ``repeats`` XUNet training steps (AdamW, the training loss) after one warm-up."""
-    from LumbarSegLib.training.losses import deep_supervision_loss
+    """Median wall time of ``repeats`` XUNet training steps (``train.training_step``, AdamW) after one warm-up."""
+    from LumbarSegLib.training.train import training_step
 
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
     target = torch.randint(0, classes, x[:, 0].shape)
     valid = torch.ones_like(target, dtype=torch.bool)
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     seconds = []
     for _ in range(repeats + 1):
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
         start = time.perf_counter()
-        with context:
-            outputs = net(x)
-        loss = deep_supervision_loss([o.float() for o in outputs], target, valid)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(net, optimizer, scaler, x, target, valid, kind="xunet", precision=precision)
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds[1:]))
 

@@ -10,6 +10,7 @@ resumes from the checkpoint; sample ``i`` is always generated from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -85,6 +86,21 @@ def compute_loss(kind: str, outputs, target: torch.Tensor, valid: torch.Tensor) 
     if kind == "localizer":
         return masked_bce_dice(outputs, target, valid)
     return deep_supervision_loss(outputs, target, valid)
+
+
+def training_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                  image: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, *, kind: str,
+                  precision: contextlib.AbstractContextManager) -> torch.Tensor:
+    """One optimizer step on a batch already on the device (and in its layout); returns the loss."""
+    with precision:
+        outputs = net(image)
+    loss = compute_loss(kind, [o.float() for o in outputs] if isinstance(outputs, list) else outputs.float(),
+                        target, valid)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
 
 
 def selection_score(dice: dict[str, float]) -> float:
@@ -191,14 +207,8 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
         for image, target, valid in loader:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config, optimizer_start=optimizer_start)
-            with precision_context(device):
-                outputs = net(device_layout(image, device))
-            loss = compute_loss(kind, [o.float() for o in outputs] if isinstance(outputs, list) else outputs.float(),
-                                target.to(device), valid.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = training_step(net, optimizer, scaler, device_layout(image, device), target.to(device),
+                                 valid.to(device), kind=kind, precision=precision_context(device))
             step += 1
             now = time.time()
             elapsed += now - tick
