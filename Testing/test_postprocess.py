@@ -180,6 +180,20 @@ def test_a_removed_level_cannot_come_back_between_voxels():
     assert (midway.argmax(axis=0) != 6).all()
 
 
+def test_a_removed_level_certain_to_the_last_digit_leaves_background_not_nan():
+    labels = stacked_levels()
+    labels[0:6, 4:20, 4:20] = SACRUM
+    piece = (slice(6, 8), slice(4, 20), slice(4, 20))  # a bodiless "L6" between L5 and the sacrum
+    labels[piece] = 6
+    probs = one_hot(labels)
+    probs[:, 6:8, 4:20, 4:20] = 0.0
+    probs[6][piece] = 1.0  # every other class underflowed to zero in the softmax
+    result = run_clean(probs)
+    assert not np.isnan(probs).any()
+    assert (result.labels[piece] == 0).all()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, rtol=1e-5)
+
+
 def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     labels = stacked_levels()
     probs = one_hot(labels)
