@@ -1,6 +1,6 @@
 """The Dice a perfect network could reach on a segmentation grid of a given spacing.
 
-The XUNet labels a canonical grid (2.5 mm) and the pipeline restores its
+The XUNet labels a canonical grid (2.0 mm; 2.5 mm until session 5) and the pipeline restores its
 probabilities to the input grid with linear interpolation. This measures what
 that round trip alone costs: the truth is resampled onto the grid (nearest
 neighbour, as training targets are), one-hot encoded, restored to the input
