@@ -175,15 +175,15 @@ def drop_absent_classes(probabilities: np.ndarray, labels: np.ndarray) -> None:
     lost everywhere (a removed level, say) could still come out on top between two
     voxels won by different classes; without it, it cannot. Per voxel the argmax is unchanged;
     a voxel left with no probability at all (every other class underflowed to zero in the
-    softmax before its winner was removed) is background, as its argmax already says.
+    softmax before the cleaning removed its winner) becomes background, as its argmax
+    already says, whether or not any class is absent.
     """
     absent = np.setdiff1d(np.arange(probabilities.shape[0]), np.unique(labels))
-    if absent.size:
-        probabilities[absent] = 0.0
-        total = probabilities.sum(axis=0)
-        empty = total == 0
-        probabilities[0][empty] = total[empty] = 1.0
-        probabilities /= total
+    probabilities[absent] = 0.0
+    total = probabilities.sum(axis=0)
+    empty = total == 0
+    probabilities[0][empty] = total[empty] = 1.0
+    probabilities /= total
 
 
 def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:

@@ -17,7 +17,6 @@ from . import labels as lbl
 from .terminology import ANATOMIC_CONTEXT_NAME, TERMINOLOGY_CONTEXT_NAME
 
 
-
 def ijk_to_lps(image: sitk.Image) -> np.ndarray:
     """4x4 matrix from voxel index (i, j, k) to LPS millimetres."""
     matrix = np.eye(4)

@@ -194,6 +194,21 @@ def test_a_removed_level_certain_to_the_last_digit_leaves_background_not_nan():
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, rtol=1e-5)
 
 
+def test_a_dropped_fragment_certain_to_the_last_digit_leaves_background():
+    labels = np.pad(stacked_levels(), ((20, 8), (0, 0), (0, 0)))  # L5 at rows 28..39, L1 at 84..95
+    labels[14:26, 4:20, 4:20] = 6  # an L6 with a body like L5's
+    labels[0:12, 4:20, 4:20] = SACRUM
+    labels[98:106, 4:20, 4:20] = NETWORK_CLASSES.index("thoracic")  # every class present: none is absent
+    fragment = (slice(42, 44), slice(0, 3), slice(0, 3))  # beside L4, apart from L3
+    probs = one_hot(labels)
+    probs[:, fragment[0], fragment[1], fragment[2]] = 0.0
+    probs[3][fragment] = 1.0  # L3 keeps its vertebra while the fragment loses its only class
+    result = run_clean(probs)
+    assert set(np.unique(result.labels)) == set(range(CLASSES))
+    assert (result.labels[fragment] == 0).all()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, rtol=1e-5)
+
+
 def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     labels = stacked_levels()
     probs = one_hot(labels)
