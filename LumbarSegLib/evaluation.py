@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from .errors import CancelledError, InputError
 from .labels import VERSE_VALUE
 from .metrics import per_level_metrics
-from .postprocess import TRANSITIONAL_FINDINGS
+from .transitional import TRANSITIONAL_FINDINGS
 
 LOG = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")

@@ -51,6 +51,22 @@ def physical_box(image: sitk.Image) -> Box:
     return Box(corners.min(axis=0), corners.max(axis=0))
 
 
+def covered_by(reference: sitk.Image, image: sitk.Image) -> np.ndarray:
+    """Which voxels of ``reference`` lie inside ``image``'s field of view, as a (z, y, x) bool array.
+
+    A voxel is inside when its centre falls within half a voxel of ``image``'s
+    outermost voxel centres (any direction matrices).
+    """
+    size = np.array(reference.GetSize())
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing="ij"), axis=-1)[..., ::-1]
+    to_physical = np.array(reference.GetDirection()).reshape(3, 3) * np.array(reference.GetSpacing())
+    physical = index.reshape(-1, 3) @ to_physical.T + np.array(reference.GetOrigin())
+    to_index = np.linalg.inv(np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing()))
+    continuous = (physical - np.array(image.GetOrigin())) @ to_index.T
+    inside = np.all((continuous >= -0.5) & (continuous <= np.array(image.GetSize()) - 0.5), axis=1)
+    return inside.reshape(tuple(size[::-1]))
+
+
 def canonical_reference(box: Box, spacing_mm: float, *, multiple_of: int = 1) -> sitk.Image:
     """An empty identity-direction image covering ``box`` at isotropic spacing.
 

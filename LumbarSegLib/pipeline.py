@@ -29,6 +29,7 @@ from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_netw
 from LumbarSegLib.postprocess import Finding, clean
 from LumbarSegLib.progress import Progress
 from LumbarSegLib.segment import segment_spine
+from LumbarSegLib.transitional import transitional_findings
 
 OUTPUT_LOOKUP = lookup_table(VERSE_OF_OUTPUT_CLASS)
 
@@ -111,6 +112,8 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
                     origin_z_mm=crop.GetOrigin()[2])
     if any(f.code == "no_lumbar_vertebra" for f in cleaned.findings):
         raise NoSpineError("the spine was located but no lumbar vertebra was recognised in it")
+    transitional = transitional_findings(cleaned.labels, crop_hu, geometry.covered_by(crop, ct),
+                                         spacing_mm=models.xunet_spec.spacing_mm)
     timer.lap("postprocess")
 
     progress.stage("restore")
@@ -121,7 +124,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     measurements = vertebra_measurements(ct, labels)
     if not measurements:
         raise NoSpineError("no lumbar vertebra was found in the field of view")
-    findings = cleaned.findings + [
+    findings = cleaned.findings + transitional + [
         Finding("touches_fov_border", f"{name} touches the edge of the field of view: it may be cut off", name)
         for name, values in measurements.items() if values["touches_fov_border"]
     ]

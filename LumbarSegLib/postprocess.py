@@ -49,8 +49,6 @@ BONE_HU = 150.0
 BODY_FRACTION = 0.3
 MIN_BODY_ML = 3.0
 MIN_BODY_SHARE = 0.25
-# Findings of transitional anatomy: the level count, and so every label, may be in doubt.
-TRANSITIONAL_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae")
 
 
 @dataclass
@@ -186,16 +184,24 @@ def drop_absent_classes(probabilities: np.ndarray, labels: np.ndarray) -> None:
     probabilities /= total
 
 
-def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:
-    """Vertebral bodies in one label's mask: separate body-sized pieces of its anterior part.
+def body_part(mask: np.ndarray) -> np.ndarray:
+    """The anterior ``BODY_FRACTION`` of a vertebra's mask: its body, without the arch and processes.
 
     Axis 1 of the canonical grid runs anterior (index 0) to posterior.
     """
     rows = np.nonzero(mask.any(axis=(0, 2)))[0]
     anterior_end = rows[0] + int(BODY_FRACTION * (rows[-1] - rows[0])) + 1
-    body_part = np.zeros_like(mask)
-    body_part[:, :anterior_end] = mask[:, :anterior_end]
-    components, count = ndimage.label(body_part)
+    body = np.zeros_like(mask)
+    body[:, :anterior_end] = mask[:, :anterior_end]
+    return body
+
+
+def count_bodies(mask: np.ndarray, voxel_ml: float) -> int:
+    """Vertebral bodies in one label's mask: separate body-sized pieces of its anterior part.
+
+    Axis 1 of the canonical grid runs anterior (index 0) to posterior.
+    """
+    components, count = ndimage.label(body_part(mask))
     if count == 0:
         return 0
     sizes = np.bincount(components.ravel())[1:]

@@ -12,7 +12,7 @@ from torch import nn
 from LumbarSegLib import geometry
 from LumbarSegLib.inference import padded_shape, sliding_window
 from LumbarSegLib.intensity import AIR_INPUT, normalise_hu
-from LumbarSegLib.labels import LUMBAR_CLASSES
+from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 from LumbarSegLib.models import ModelSpec
 
 # When a lumbar label reaches the crop's top or bottom slices, the localizer's box cut
@@ -20,6 +20,9 @@ from LumbarSegLib.models import ModelSpec
 # runs again, so that it sees the thoracic and sacral anchors of the level count.
 GROWTH_MM = 60.0
 EDGE_SLICES = 2
+# Above L1 the crop must show the whole of T12 and its rib heads (the thoracic anchor and
+# the rib check of ``transitional``); the localizer's box often stops short of it.
+L1_HEADROOM_MM = 40.0
 MAX_GROWTHS = 2
 # The XUNet is fully convolutional and runs as one window over the whole crop: a
 # quarter of the work of the overlapping training-size windows that would cover
@@ -27,6 +30,7 @@ MAX_GROWTHS = 2
 # crops (a wrong box) fall back to sliding windows of this size (z, y, x voxels;
 # ~0.4 GB of activations).
 MAX_WINDOW = (192, 96, 96)
+L1_CLASS = NETWORK_CLASSES.index("L1")
 
 
 def crop_reference(box: geometry.Box, spec: ModelSpec, *, multiple_of: int) -> sitk.Image:
@@ -48,16 +52,23 @@ def inference_window(crop_shape: tuple[int, int, int], spec: ModelSpec, *, multi
     return tuple(min(n, limit) for n, limit in zip(whole, MAX_WINDOW))
 
 
-def cut_ends(probabilities: np.ndarray) -> tuple[bool, bool]:
-    """Whether a lumbar label reaches the crop's (bottom, top) slices (grid axis 0 runs inferior to superior)."""
-    lumbar = np.isin(probabilities.argmax(axis=0), LUMBAR_CLASSES)
-    return bool(lumbar[:EDGE_SLICES].any()), bool(lumbar[-EDGE_SLICES:].any())
+def cut_ends(probabilities: np.ndarray, *, spacing_mm: float) -> tuple[bool, bool]:
+    """Whether the crop cuts the spine at its (bottom, top) (grid axis 0 runs inferior to superior).
+
+    It does where a lumbar label reaches the crop's end slices, and at the top
+    also where L1 comes within ``L1_HEADROOM_MM`` of it.
+    """
+    labels = probabilities.argmax(axis=0)
+    lumbar = np.isin(labels, LUMBAR_CLASSES)
+    headroom = int(np.ceil(L1_HEADROOM_MM / spacing_mm))
+    top_cut = lumbar[-EDGE_SLICES:].any() or (labels[-headroom:] == L1_CLASS).any()
+    return bool(lumbar[:EDGE_SLICES].any()), bool(top_cut)
 
 
 def grown_box(box: geometry.Box, probabilities: np.ndarray, crop: sitk.Image, scan: geometry.Box
               ) -> geometry.Box | None:
-    """The box grown in z past each crop end a lumbar label reaches, within the scan; None if nothing to grow."""
-    bottom_cut, top_cut = cut_ends(probabilities)
+    """The box grown in z past each crop end that cuts the spine (``cut_ends``), within the scan; None if nothing to grow."""
+    bottom_cut, top_cut = cut_ends(probabilities, spacing_mm=crop.GetSpacing()[2])
     covered = geometry.physical_box(crop)
     down = GROWTH_MM if bottom_cut and covered.lower[2] > scan.lower[2] else 0.0
     up = GROWTH_MM if top_cut and covered.upper[2] < scan.upper[2] else 0.0

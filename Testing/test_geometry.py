@@ -168,3 +168,17 @@ def test_restore_equals_argmax_of_every_class_resampled_everywhere():
     values = lookup_table({1: 20, 2: 21, 3: 22})
     np.testing.assert_array_equal(geometry.restore_labels(probabilities, canonical, target, values=values),
                                   values[expected])
+
+
+def test_covered_by_agrees_with_simpleitk_nearest_resampling_of_an_oblique_scan():
+    scan = sitk.Image([10, 20, 30], sitk.sitkUInt8) + 1
+    scan.SetSpacing([1.3, 2.0, 3.0])
+    scan.SetOrigin([5.0, -3.0, 0.0])
+    scan.SetDirection(Rotation.from_euler("xyz", [0.3, -0.2, 0.5]).as_matrix().ravel().tolist())
+    crop = sitk.Image([40, 40, 40], sitk.sitkUInt8)
+    crop.SetSpacing([2.0] * 3)
+    crop.SetOrigin([-30.0, -30.0, -10.0])
+    inside = sitk.GetArrayFromImage(sitk.Resample(scan, crop, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+    covered = geometry.covered_by(crop, scan)
+    assert covered.any() and not covered.all()
+    np.testing.assert_array_equal(covered, inside.astype(bool))

@@ -10,11 +10,12 @@ from LumbarSegLib import geometry, segment
 from LumbarSegLib.inference import sliding_window
 from LumbarSegLib.labels import NETWORK_CLASSES
 from LumbarSegLib.models import ModelSpec, build_network
-from LumbarSegLib.segment import GROWTH_MM, MAX_WINDOW, grown_box, inference_window
+from LumbarSegLib.segment import GROWTH_MM, L1_HEADROOM_MM, MAX_WINDOW, grown_box, inference_window
 
 SPACING = 2.5
 L3 = NETWORK_CLASSES.index("L3")
 SACRUM = NETWORK_CLASSES.index("sacrum")
+L1 = NETWORK_CLASSES.index("L1")
 
 
 def crop_grid(lower_z_mm: float, slices: int = 40) -> sitk.Image:
@@ -48,6 +49,16 @@ def test_a_lumbar_label_at_the_bottom_grows_the_box_downwards():
     scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
     grown = grown_box(box, probabilities_with({L3: slice(0, 10)}), crop, scan)
     np.testing.assert_allclose(box.lower - grown.lower, [0.0, 0.0, GROWTH_MM])
+
+
+def test_l1_close_to_the_top_grows_the_box_upwards_to_show_t12():
+    crop = crop_grid(0.0)
+    box = geometry.physical_box(crop)
+    scan = geometry.Box(np.array([-50.0, -50.0, -500.0]), np.array([100.0, 100.0, 500.0]))
+    headroom = int(L1_HEADROOM_MM / SPACING)
+    close = grown_box(box, probabilities_with({L1: slice(40 - headroom - 8, 40 - headroom + 2)}), crop, scan)
+    np.testing.assert_allclose(close.upper - box.upper, [0.0, 0.0, GROWTH_MM])
+    assert grown_box(box, probabilities_with({L1: slice(40 - headroom - 12, 40 - headroom - 2)}), crop, scan) is None
 
 
 def test_nothing_grows_when_the_spine_ends_inside_or_the_scan_ends_there():
