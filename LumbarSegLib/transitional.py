@@ -94,10 +94,14 @@ def junction_rib_findings(labels: np.ndarray, hu: np.ndarray, covered: np.ndarra
     above = vertebra_above(l1, labels, covered)
     if above is None or not sides_covered(above, covered, spacing_mm=spacing_mm):
         return []
-    vertebrae = labels.astype(np.int16)
-    vertebrae[above] = ABOVE_L1
-    bone = unlabelled_bone(labels, hu) & (nearest_vertebra(vertebrae) == ABOVE_L1)
-    if max(rib_lengths(above, bone, spacing_mm=spacing_mm)) >= MIN_RIB_MM:
+    # Its ribs lie within a rib's length of it: the work is done on that slab of rows.
+    rows = np.nonzero(above.any(axis=(1, 2)))[0]
+    reach = int(np.ceil(RIB_REACH_MM / spacing_mm))
+    slab = slice(max(rows[0] - reach, 0), rows[-1] + reach + 1)
+    vertebrae = labels[slab].astype(np.int16)
+    vertebrae[above[slab]] = ABOVE_L1
+    bone = unlabelled_bone(labels[slab], hu[slab]) & (nearest_vertebra(vertebrae) == ABOVE_L1)
+    if max(rib_lengths(above[slab], bone, spacing_mm=spacing_mm)) >= MIN_RIB_MM:
         return []
     return [Finding(
         "rib_free_thoracic",
@@ -138,9 +142,10 @@ def vertebra_above(l1: np.ndarray, labels: np.ndarray, covered: np.ndarray) -> n
     centre = (int(round(y.mean())), int(round(x.mean())))
     if needed_top >= labels.shape[0] or not covered[needed_top][centre]:
         return None
-    near = ndimage.distance_transform_edt(~l1) <= ABOVE_HEIGHT_FACTOR * height
-    above = (labels == THORACIC_CLASS) & near
-    above[:int(round(z.mean()))] = False
+    centre_row = int(round(z.mean()))
+    above = np.zeros_like(l1)
+    above[centre_row:] = (labels[centre_row:] == THORACIC_CLASS) & (
+        ndimage.distance_transform_edt(~l1[centre_row:]) <= ABOVE_HEIGHT_FACTOR * height)
     return above if above.sum() >= MIN_ABOVE_SHARE * l1.sum() else None
 
 
