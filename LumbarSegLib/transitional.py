@@ -58,8 +58,8 @@ MIN_ABOVE_SHARE = 0.5
 ABOVE_HEIGHT_FACTOR = 0.6
 # Coronal area of an L5 transverse process beyond which it is dysplastic: a Castellvi
 # type I process is at least 19 mm high; 19 mm over ~21 mm of its length is 400 mm².
-# Measured on network labels (docs/MODEL_CARD.md): normal L5 up to 320 mm², sacralized
-# L5 480 mm² and more.
+# Measured on network labels (docs/MODEL_CARD.md): normal L5 up to 316 mm², sacralized
+# L5 464 mm² and more.
 DYSPLASTIC_TP_AREA_MM2 = 400.0
 # Transverse processes lie lateral to the vertebral body by at least this much.
 TP_MARGIN_MM = 4.0
