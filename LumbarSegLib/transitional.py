@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from LumbarSegLib.labels import NETWORK_CLASSES
-from LumbarSegLib.postprocess import BONE_HU, Finding, body_part
+from LumbarSegLib.postprocess import BONE_HU, THORACIC_CLASS, Finding, body_part
 
 # Findings of transitional anatomy (these and the L6 checks of ``postprocess``): the level
 # count, and so every label, may be in doubt.
@@ -37,7 +37,6 @@ TRANSITIONAL_FINDINGS = ("transitional_anatomy", "level_spans_two_vertebrae", "r
                          "lumbosacral_transitional_vertebra")
 L1_CLASS = NETWORK_CLASSES.index("L1")
 L5_CLASS = NETWORK_CLASSES.index("L5")
-THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 # Territory label of the vertebra above L1 (apart from the rest of the thoracic class).
 ABOVE_L1 = len(NETWORK_CLASSES)
 CUBE = np.ones((3, 3, 3), dtype=bool)
@@ -177,14 +176,16 @@ def rib_lengths(vertebra: np.ndarray, bone: np.ndarray, *, spacing_mm: float) ->
     centre_x = (first + last) / 2
     lengths = [0.0, 0.0]
     for component in np.unique(components[near & (components > 0)]):
-        piece = components == component
-        if thickest_radius_mm(piece[boxes[component - 1]], spacing_mm=spacing_mm) > MAX_RIB_RADIUS_MM:
+        box = boxes[component - 1]
+        piece = components[box] == component
+        if thickest_radius_mm(piece, spacing_mm=spacing_mm) > MAX_RIB_RADIUS_MM:
             continue
-        touching = np.argwhere(piece & near)
+        offset = np.array([axis.start for axis in box])
+        touching = np.argwhere(piece & near[box]) + offset
         if len(touching) * spacing_mm**3 < MIN_HEAD_CONTACT_MM3:
             continue
         head = touching.mean(axis=0)
-        voxels = np.argwhere(piece)
+        voxels = np.argwhere(piece) + offset
         distance = np.linalg.norm(voxels - head, axis=1) * spacing_mm
         far = voxels[np.argmax(distance)]
         if abs(far[2] - head[2]) * spacing_mm < MIN_RIB_LATERAL_MM:
