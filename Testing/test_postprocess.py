@@ -216,3 +216,53 @@ def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     hu[:, 10:14, 10:14] = 900.0  # only an 8 x 8 mm rod inside the 32 x 32 mm "vertebrae" is bone
     result = clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
     assert codes(result).count("implausible_level") == 5
+
+
+L5, L6 = NETWORK_CLASSES.index("L5"), NETWORK_CLASSES.index("L6")
+
+
+def l5_above_l6() -> np.ndarray:
+    """An L5 (rows 28..39) above an L6 (rows 14..25) whose arches join across the disc."""
+    labels = np.pad(stacked_levels(), ((20, 0), (0, 0), (0, 0)))
+    labels[14:26, 4:20, 4:20] = L6
+    labels[26:28, 14:20, 4:20] = L5  # the facet joints: a narrow bridge over the disc
+    return labels
+
+
+def mix_in(probs: np.ndarray, where: np.ndarray, wins: int, other: int) -> None:
+    """Make ``wins`` and ``other`` alternate voxel by voxel (a checkerboard) on ``where``."""
+    checker = (np.indices(where.shape).sum(axis=0) % 2 == 0) & where
+    probs[wins][checker], probs[other][checker] = probs[other][checker], probs[wins][checker]
+
+
+def test_vertebra_mixed_between_two_levels_is_split_one_level_per_vertebra():
+    labels = l5_above_l6()
+    probs = one_hot(labels)
+    mix_in(probs, labels == L6, L5, L6)  # the network cannot tell L5 from L6 on the lower vertebra
+    result = run_clean(probs)
+    np.testing.assert_array_equal(result.labels[14:26], labels[14:26])
+    np.testing.assert_array_equal(result.labels[28:], labels[28:])
+    assert set(np.unique(result.labels[26:28])) <= {0, L5, L6}
+    assert [f.level for f in result.findings if f.code == "mixed_levels"] == ["L6"]
+    assert "transitional_anatomy" in codes(result)
+
+
+def test_one_vertebra_mixed_between_two_levels_takes_the_more_likely_one():
+    labels = stacked_levels()
+    probs = one_hot(labels)
+    lower_half = np.zeros(labels.shape, dtype=bool)
+    lower_half[:14] = labels[:14] == L5  # the bottom of L5 (rows 8..13), L6 and L5 alternating
+    probs[L6][lower_half] = 0.85
+    mix_in(probs, lower_half, L6, L5)
+    result = run_clean(probs)
+    np.testing.assert_array_equal(result.labels, labels)
+    assert [f.level for f in result.findings if f.code == "mixed_levels"] == ["L6"]
+    assert "transitional_anatomy" not in codes(result)
+
+
+def test_unmixed_levels_are_left_alone():
+    labels = l5_above_l6()
+    probs = one_hot(labels)
+    result = run_clean(probs)
+    np.testing.assert_array_equal(result.labels, labels)
+    assert "mixed_levels" not in codes(result)
