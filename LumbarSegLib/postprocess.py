@@ -4,13 +4,13 @@ Cleaning edits the probabilities themselves (not only the argmax), so the
 restoration to the input grid, which interpolates probabilities, carries the
 cleaned result:
 
-- each vertebra class keeps its largest connected component; the voxels of
-  other fragments lose that class and fall to their next most likely class
-  (usually the vertebra they are embedded in);
 - a vertebra the network labelled with a mixture of two adjacent levels (it
   could not tell L5 from L6, say) gets one of them: the pair's region is
   split between the vertebral bodies it covers, each part taking one level
   (``unify_mixed_vertebrae``), and this is reported;
+- each vertebra class keeps its largest connected component; the voxels of
+  other fragments lose that class and fall to their next most likely class
+  (usually the vertebra they are embedded in);
 - enclosed holes of a vertebra are filled with it;
 - a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported;
 - an "L6" without a vertebral body of its own (a piece of the sacrum or of L5)
