@@ -214,10 +214,11 @@ def vertebral_bodies(mask: np.ndarray, voxel_ml: float) -> list[np.ndarray]:
     """
     if not mask.any():
         return []
-    components, count = ndimage.label(body_part(mask))
+    components, _ = ndimage.label(body_part(mask))
     sizes = np.bincount(components.ravel())[1:]
     kept = np.nonzero((sizes >= MIN_BODY_SHARE * sizes.max()) & (sizes * voxel_ml >= MIN_BODY_ML))[0] + 1
-    heights = [centre[0] for centre in ndimage.center_of_mass(mask, components, kept)]
+    extents = ndimage.find_objects(components)
+    heights = [extents[number - 1][0].start + extents[number - 1][0].stop for number in kept]  # twice the middle
     return [components == kept[i] for i in np.argsort(heights)[::-1]]
 
 
@@ -232,17 +233,21 @@ def split_by_bodies(region: np.ndarray, bodies: list[np.ndarray]) -> np.ndarray:
     A watershed of the region's distance map seeded on the bodies: the parts
     meet where the region is narrowest between them (discs and facet joints).
     """
-    markers = np.zeros(region.shape, dtype=np.uint8)
+    extent = ndimage.find_objects(region.astype(np.uint8))[0]
+    window = tuple(slice(max(axis.start - 1, 0), axis.stop + 1) for axis in extent)  # the region and a margin
+    markers = np.zeros(region[window].shape, dtype=np.uint8)
     for number, body in enumerate(bodies, start=1):
-        markers[body] = number
+        markers[body[window]] = number
     depth = sitk.SignedMaurerDistanceMap(
-        sitk.GetImageFromArray(region.astype(np.uint8)), insideIsPositive=False, squaredDistance=False,
+        sitk.GetImageFromArray(region[window].astype(np.uint8)), insideIsPositive=False, squaredDistance=False,
         useImageSpacing=False,
     )
     parts = sitk.MorphologicalWatershedFromMarkers(
         depth, sitk.GetImageFromArray(markers), markWatershedLine=False, fullyConnected=True,
     )
-    return np.where(region, sitk.GetArrayFromImage(parts), 0)
+    result = np.zeros(region.shape, dtype=np.uint8)
+    result[window] = np.where(region[window], sitk.GetArrayFromImage(parts), 0)
+    return result
 
 
 def _is_mixed(body_labels: np.ndarray, upper: int, lower: int) -> bool:
@@ -262,8 +267,8 @@ def unify_mixed_vertebrae(probabilities: np.ndarray, voxel_ml: float) -> list[Fi
     level". Three or more bodies are left to ``merged_levels``.
     """
     findings = []
+    labels = probabilities.argmax(axis=0)
     for upper, lower in zip(LUMBAR_CLASSES, LUMBAR_CLASSES[1:]):
-        labels = probabilities.argmax(axis=0)
         union = (labels == upper) | (labels == lower)
         bodies = vertebral_bodies(union, voxel_ml)
         if len(bodies) > 2 or not any(_is_mixed(labels[body], upper, lower) for body in bodies):
@@ -281,6 +286,7 @@ def unify_mixed_vertebrae(probabilities: np.ndarray, voxel_ml: float) -> list[Fi
             dropped = lower if kept == upper else upper
             probabilities[kept][part] = either[part]
             probabilities[dropped][part] = 0.0
+        labels = probabilities.argmax(axis=0)
         findings.append(Finding(
             "mixed_levels",
             f"{NETWORK_CLASSES[upper]} and {NETWORK_CLASSES[lower]} were mixed within one vertebra ({outcome}):"
