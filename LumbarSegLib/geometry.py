@@ -9,12 +9,15 @@ grid by resampling with the input image as the reference.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
 from LumbarSegLib.intensity import AIR_HU
+
+RegionRefinement = Callable[[np.ndarray, tuple[slice, slice, slice]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def _resample_probability(probability: np.ndarray, grid: sitk.Image, onto: sitk.
 
 
 def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sitk.Image, *,
-                   values: np.ndarray | None = None) -> np.ndarray:
+                   values: np.ndarray | None = None, refine: RegionRefinement | None = None) -> np.ndarray:
     """Argmax of class probabilities resampled onto the target (input) grid.
 
     Each foreground class is resampled only inside the box where it can win,
@@ -179,6 +182,10 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
         values: uint8 table mapping each class index to the value written (e.g.
             ``labels.lookup_table``), applied to the restored region only, not
             to the whole grid; class 0 must map to 0. Default: the class indices.
+        refine: ``refine(classes, where)`` returns the restored region's class
+            indices refined (e.g. ``boundary.extend_to_cortical_rim``), before
+            ``values``; ``where`` are the (z, y, x) slices of the target grid
+            the region covers, one voxel beyond every restored label.
 
     Returns:
         (z, y, x) uint8 class indices (or their ``values``) of the full target grid.
@@ -197,6 +204,7 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
     upper = np.max([box[1] for box in boxes.values()], axis=0)
     union = sub_grid(canonical, lower, upper)
     start, stop = index_region(target, physical_box(union))
+    start, stop = np.maximum(start - 1, 0), np.minimum(stop + 1, np.array(target.GetSize()))
     if np.any(stop <= start):
         return result
     region = sitk.RegionOfInterest(target, [int(s) for s in stop - start], [int(s) for s in start])
@@ -217,5 +225,8 @@ def restore_labels(probabilities: np.ndarray, canonical: sitk.Image, target: sit
         better = resampled > best[view]
         best[view][better] = resampled[better]
         label[view][better] = cls
-    result[start[2] : stop[2], start[1] : stop[1], start[0] : stop[0]] = label if values is None else values[label]
+    where = (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
+    if refine is not None:
+        label = refine(label, where)
+    result[where] = label if values is None else values[label]
     return result

@@ -1,5 +1,5 @@
 """The segmentation pipeline, stage by stage: read, normalise, localize, segment,
-post-process, restore, write.
+post-process, restore (with the cortical rim on the input grid), write.
 
 ``segment_ct`` turns a CT image into a label map on the input grid plus a
 report; ``run_segment`` adds reading the input and writing every output
@@ -14,15 +14,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
 from LumbarSegLib import __version__, geometry
 from LumbarSegLib.atomic import OutputTransaction
+from LumbarSegLib.boundary import extend_to_cortical_rim
 from LumbarSegLib.errors import NoSpineError
 from LumbarSegLib.inference import autocast_dtype, prepare_network, select_device
 from LumbarSegLib.io import output_stem, read_ct
-from LumbarSegLib.labels import VERSE_OF_OUTPUT_CLASS, lookup_table
+from LumbarSegLib.labels import LUMBAR_CLASSES, VERSE_OF_OUTPUT_CLASS, lookup_table
 from LumbarSegLib.localize import lumbar_probability, spine_box
 from LumbarSegLib.measurements import vertebra_measurements
 from LumbarSegLib.models import LOCALIZER_FILE, XUNET_FILE, ModelSpec, load_network
@@ -91,6 +93,15 @@ def set_threads(threads: int | None) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
 
 
+def restore_to_input(probabilities: np.ndarray, crop: sitk.Image, ct: sitk.Image) -> np.ndarray:
+    """Output values on the CT's grid: the restored argmax, each vertebra with its cortical rim."""
+    hu = sitk.GetArrayViewFromImage(ct)
+    return geometry.restore_labels(
+        probabilities, crop, ct, values=OUTPUT_LOOKUP,
+        refine=lambda classes, where: extend_to_cortical_rim(classes, hu[where], growing=LUMBAR_CLASSES),
+    )
+
+
 def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: StageTimer) -> SegmentationResult:
     """Segment L1..L5 (L6) in a CT image; the label map lies on the CT's exact grid."""
     progress.stage("normalise")
@@ -117,7 +128,7 @@ def segment_ct(ct: sitk.Image, models: Models, *, progress: Progress, timer: Sta
     timer.lap("postprocess")
 
     progress.stage("restore")
-    labels = geometry.array_to_image(geometry.restore_labels(probabilities, crop, ct, values=OUTPUT_LOOKUP), ct)
+    labels = geometry.array_to_image(restore_to_input(probabilities, crop, ct), ct)
     timer.lap("restore")
 
     crop_box = geometry.physical_box(crop)

@@ -80,6 +80,23 @@ def test_restore_outside_crop_is_background():
         assert np.all(point >= box.lower - 1.5) and np.all(point <= box.upper + 1.5)
 
 
+def test_restore_refines_a_region_one_voxel_beyond_labels_that_fill_the_crop():
+    target = sphere_image(**GRIDS["oblique"])
+    box = geometry.Box(np.array([-30.0, -40.0, 0.0]), np.array([0.0, -10.0, 20.0]))
+    reference = geometry.canonical_reference(box, 2.0)
+    probabilities = np.zeros((2,) + reference.GetSize()[::-1], dtype=np.float32)
+    probabilities[1] = 1.0
+    regions = []
+    restored = geometry.restore_labels(probabilities, reference, target,
+                                       refine=lambda classes, where: regions.append(where) or classes)
+    (where,) = regions
+    labelled = np.argwhere(restored)
+    assert 0 < len(labelled) < restored.size
+    for axis, part in enumerate(where):
+        assert part.start <= max(labelled[:, axis].min() - 1, 0)
+        assert part.stop >= min(labelled[:, axis].max() + 2, restored.shape[axis])
+
+
 def test_resample_image_of_constant_is_constant_with_air_outside():
     image = sitk.Image([40, 40, 30], sitk.sitkInt16) + 55
     image.SetSpacing((0.7, 0.7, 1.2))
@@ -168,6 +185,15 @@ def test_restore_equals_argmax_of_every_class_resampled_everywhere():
     values = lookup_table({1: 20, 2: 21, 3: 22})
     np.testing.assert_array_equal(geometry.restore_labels(probabilities, canonical, target, values=values),
                                   values[expected])
+
+    def refine(classes: np.ndarray, where: tuple[slice, slice, slice]) -> np.ndarray:
+        """Check the region against the full grid, then relabel class 3 as class 1."""
+        np.testing.assert_array_equal(classes, expected[where])
+        return np.where(classes == 3, 1, classes).astype(np.uint8)
+
+    np.testing.assert_array_equal(geometry.restore_labels(probabilities, canonical, target, values=values,
+                                                          refine=refine),
+                                  values[np.where(expected == 3, 1, expected)])
 
 
 def test_covered_by_agrees_with_simpleitk_nearest_resampling_of_an_oblique_scan():

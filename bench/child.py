@@ -104,6 +104,7 @@ def instrument_pipeline(windows: dict[str, dict]) -> NestedTimes:
         (pipeline, "segment_spine", "segment"),
         (pipeline, "clean", "postprocess"),
         (geometry, "restore_labels", "restore_labels"),
+        (pipeline, "extend_to_cortical_rim", "cortical_rim"),
         (pipeline, "vertebra_measurements", "measurements"),
         (seg_nrrd, "write_seg_nrrd", "write_seg_nrrd"),
         (sitk, "WriteImage", "write_nifti"),
