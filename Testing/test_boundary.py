@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 
 from LumbarSegLib.boundary import extend_to_cortical_rim
+from LumbarSegLib.labels import NETWORK_CLASSES
+from LumbarSegLib.pipeline import restore_to_input
 
 SOFT_TISSUE_HU = 40.0
 CORE_HU = 200.0
@@ -76,3 +79,16 @@ def test_inputs_are_not_modified_and_the_rim_stops_at_the_grid_border():
     np.testing.assert_array_equal(labels, labels_before)
     np.testing.assert_array_equal(hu, hu_before)
     assert np.count_nonzero(grown == 20) == 4**3 + 3 * 4**2  # cut by the grid: three faces have a rim
+
+
+def test_the_pipeline_restores_each_vertebra_with_its_rim():
+    labels, hu = vertebra_block((24, 22, 20), cortex=True)
+    ct = sitk.GetImageFromArray(hu.astype(np.int16))
+    ct.SetSpacing((0.8, 0.9, 1.5))
+    ct.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, 1))
+    probabilities = np.zeros((len(NETWORK_CLASSES),) + labels.shape, dtype=np.float32)
+    probabilities[NETWORK_CLASSES.index("L3")] = labels > 0
+    probabilities[0] = labels == 0
+    restored = restore_to_input(probabilities, ct, ct)
+    assert set(np.unique(restored)) == {0, 22}
+    assert np.count_nonzero(restored) == 8**3 + 6 * 8**2
