@@ -65,29 +65,32 @@ def test_restore_lies_on_exact_input_grid_and_matches_truth(name):
     assert dice > 0.95, dice
 
 
-def test_restore_outside_crop_is_background():
-    truth = sphere_image(**GRIDS["oblique"])
-    box = geometry.Box(np.array([-30.0, -40.0, 0.0]), np.array([0.0, -10.0, 20.0]))
-    reference = geometry.canonical_reference(box, 2.0)
+CROP = geometry.Box(np.array([-30.0, -40.0, 0.0]), np.array([0.0, -10.0, 20.0]))
+
+
+def crop_filled_with_one_class() -> tuple[np.ndarray, sitk.Image]:
+    """Probabilities of class 1 over the whole crop ``CROP`` at 2 mm, and the crop's grid."""
+    reference = geometry.canonical_reference(CROP, 2.0)
     probabilities = np.zeros((2,) + reference.GetSize()[::-1], dtype=np.float32)
     probabilities[1] = 1.0
-    restored = geometry.restore_labels(probabilities, reference, truth)
+    return probabilities, reference
+
+
+def test_restore_outside_crop_is_background():
+    truth = sphere_image(**GRIDS["oblique"])
+    restored = geometry.restore_labels(*crop_filled_with_one_class(), truth)
     array = sitk.GetArrayViewFromImage(truth)
     idx = np.argwhere(restored == 1)
     assert 0 < len(idx) < array.size
     for k, j, i in idx[:: max(1, len(idx) // 50)]:
         point = np.array(truth.TransformIndexToPhysicalPoint([int(i), int(j), int(k)]))
-        assert np.all(point >= box.lower - 1.5) and np.all(point <= box.upper + 1.5)
+        assert np.all(point >= CROP.lower - 1.5) and np.all(point <= CROP.upper + 1.5)
 
 
 def test_restore_refines_a_region_one_voxel_beyond_labels_that_fill_the_crop():
     target = sphere_image(**GRIDS["oblique"])
-    box = geometry.Box(np.array([-30.0, -40.0, 0.0]), np.array([0.0, -10.0, 20.0]))
-    reference = geometry.canonical_reference(box, 2.0)
-    probabilities = np.zeros((2,) + reference.GetSize()[::-1], dtype=np.float32)
-    probabilities[1] = 1.0
     regions = []
-    restored = geometry.restore_labels(probabilities, reference, target,
+    restored = geometry.restore_labels(*crop_filled_with_one_class(), target,
                                        refine=lambda classes, where: regions.append(where) or classes)
     (where,) = regions
     labelled = np.argwhere(restored)
