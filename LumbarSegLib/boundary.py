@@ -45,13 +45,18 @@ def extend_to_cortical_rim(labels: np.ndarray, hu: np.ndarray, *, growing: Colle
         mask = labels[box] == value
         rim = ndimage.binary_dilation(mask, FACE_NEIGHBOURS) & (labels[box] == 0)
         if value in growing:
-            edge = mask & ~ndimage.binary_erosion(mask, FACE_NEIGHBOURS)
-            rim &= hu[box] >= np.median(hu[box][edge])
+            rim &= hu[box] >= np.median(hu[box][surface(mask)])
             claimed_by[box][rim] = value
         claims[box][rim] += 1
     grown = (claims == 1) & (claimed_by > 0)
     result[grown] = claimed_by[grown]
     return result
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """The mask's voxels with a face neighbour outside it (outside the array counts as outside)."""
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
 def _grown(box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .boundary import surface
 from .labels import OUTPUT_VALUES, VERSE_NAMES
 
 # VerSe identification rule: the predicted centroid must lie closer than this.
@@ -50,7 +51,7 @@ def surface_distances(
     distances are ``inf``; an empty mask contributes an empty array.
     """
     pred, truth = _crop_to_union(*_as_masks(pred_mask, truth_mask))
-    pred_surface, truth_surface = _surface(pred), _surface(truth)
+    pred_surface, truth_surface = surface(pred), surface(truth)
     return (
         _distances_to(truth_surface, pred_surface, spacing_zyx),
         _distances_to(pred_surface, truth_surface, spacing_zyx),
@@ -136,11 +137,6 @@ def _crop_to_union(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.
     if not boxes:
         return pred, truth
     return pred[boxes[0]], truth[boxes[0]]
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
 def _distances_to(target_surface: np.ndarray, source_surface: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
