@@ -19,6 +19,8 @@ from collections.abc import Collection
 import numpy as np
 from scipy import ndimage
 
+from LumbarSegLib.geometry import grown_slices
+
 FACE_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
 
 
@@ -41,7 +43,7 @@ def extend_to_cortical_rim(labels: np.ndarray, hu: np.ndarray, *, growing: Colle
     for value, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        box = _grown(box, labels.shape)
+        box = grown_slices(box, labels.shape)
         mask = labels[box] == value
         rim = ndimage.binary_dilation(mask, FACE_NEIGHBOURS) & (labels[box] == 0)
         if value in growing:
@@ -57,8 +59,3 @@ def surface(mask: np.ndarray) -> np.ndarray:
     """The mask's voxels with a face neighbour outside it (outside the array counts as outside)."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
-
-
-def _grown(box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """The box one voxel larger on every side, within the grid."""
-    return tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, shape))

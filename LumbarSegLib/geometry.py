@@ -154,6 +154,11 @@ def index_region(image: sitk.Image, box: Box) -> tuple[np.ndarray, np.ndarray]:
     return start, stop
 
 
+def grown_slices(box: tuple[slice, ...], shape: tuple[int, ...], *, margin: int = 1) -> tuple[slice, ...]:
+    """An array box (e.g. from ``ndimage.find_objects``) ``margin`` voxels larger on every side, within ``shape``."""
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, shape))
+
+
 def sub_grid(reference: sitk.Image, lower: np.ndarray, upper: np.ndarray) -> sitk.Image:
     """The part [lower, upper) (z, y, x indices) of a grid, as a reference image."""
     return sitk.RegionOfInterest(reference, [int(n) for n in (upper - lower)[::-1]], [int(i) for i in lower[::-1]])

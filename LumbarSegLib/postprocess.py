@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from LumbarSegLib.geometry import grown_slices
 from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 
 L6_CLASS = NETWORK_CLASSES.index("L6")
@@ -234,7 +235,7 @@ def split_by_bodies(region: np.ndarray, bodies: list[np.ndarray]) -> np.ndarray:
     meet where the region is narrowest between them (discs and facet joints).
     """
     extent = ndimage.find_objects(region.astype(np.uint8))[0]
-    window = tuple(slice(max(axis.start - 1, 0), axis.stop + 1) for axis in extent)  # the region and a margin
+    window = grown_slices(extent, region.shape)
     markers = np.zeros(region[window].shape, dtype=np.uint8)
     for number, body in enumerate(bodies, start=1):
         markers[body[window]] = number
