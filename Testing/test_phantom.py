@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from LumbarSegLib.phantom import VARIANTS, Grid, make_phantom, random_grid, render, sample_anatomy
 from LumbarSegLib.phantom.shapes import rotation
@@ -237,3 +238,41 @@ def test_labels_do_not_depend_on_realism_even_for_thick_slices():
     _, exact = render(anatomy, grid, realism=False)
     assert np.array_equal(sitk.GetArrayViewFromImage(noisy), sitk.GetArrayViewFromImage(exact))
     assert Grid.from_image(noisy_ct) == grid
+
+
+def _lumbar_grid(anatomy, spacing) -> Grid:
+    lo, hi = anatomy.level_box(22)
+    return Grid.covering(np.asarray(lo) - 4, np.asarray(hi) + 4, spacing=spacing)
+
+
+def test_labels_reach_half_a_voxel_past_the_bone_surface():
+    """Coarse labels hold the fine ones at the shared centres, plus a halo within the coarse reach (1.2 mm)."""
+    anatomy = sample_anatomy(21, variant="normal")
+    coarse = _lumbar_grid(anatomy, 2.4)
+    fine = Grid(size=tuple(3 * n - 2 for n in coarse.size), spacing=(0.8,) * 3, origin=coarse.origin)
+    _, coarse_labels = render(anatomy, coarse, realism=False)
+    _, fine_labels = render(anatomy, fine, realism=False)
+    labelled = sitk.GetArrayViewFromImage(coarse_labels) > 0
+    fine_labelled = sitk.GetArrayViewFromImage(fine_labels) > 0
+    at_centres = fine_labelled[::3, ::3, ::3]
+    halo = labelled & ~at_centres
+    assert not np.any(at_centres & ~labelled)
+    assert halo.sum() > 0.1 * at_centres.sum()
+    within_reach = ndimage.binary_dilation(fine_labelled, iterations=2)[::3, ::3, ::3]
+    interior = (slice(1, -1),) * 3  # bone just outside the grid reaches its border voxels
+    # A few tips of thin processes, whose distance fields are not exactly Euclidean, reach further.
+    assert np.mean(~within_reach[interior][halo[interior]]) < 0.05
+
+
+def test_thick_slice_labels_cover_every_sub_slice():
+    """A thick voxel is labelled when the bone reaches any part of its slab, not only its centre."""
+    anatomy = sample_anatomy(22, variant="normal")
+    thin = _lumbar_grid(anatomy, 1.2)
+    size = (thin.size[0], thin.size[1], thin.size[2] // 3)
+    shift = np.asarray(thin.matrix[:, 2]) * 1.2
+    thick = Grid(size=size, spacing=(1.2, 1.2, 3.6), origin=tuple(np.asarray(thin.origin) + shift),
+                 direction=thin.direction)
+    _, thin_labels = render(anatomy, thin, realism=False)
+    _, thick_labels = render(anatomy, thick, realism=False)
+    slabs = sitk.GetArrayViewFromImage(thin_labels)[: 3 * size[2]].reshape(size[2], 3, size[1], size[0])
+    assert np.array_equal(sitk.GetArrayViewFromImage(thick_labels) > 0, slabs.max(axis=1) > 0)

@@ -43,6 +43,13 @@ def test_learning_rate_warms_up_from_each_optimizer_start():
     assert learning_rate(99, config) < 0.05
 
 
+def test_fine_tuning_cosine_starts_at_its_first_step():
+    config = {"learning_rate": 1.0, "warmup_steps": 1, "steps": 150, "cosine_from": 100}
+    assert learning_rate(100, config, optimizer_start=100) == pytest.approx(1.0)
+    assert learning_rate(125, config, optimizer_start=100) == pytest.approx(0.02 + 0.98 * 0.5)
+    assert learning_rate(150, config, optimizer_start=100) == pytest.approx(0.02)
+
+
 def test_best_checkpoint_is_chosen_by_the_five_lumbar_levels():
     steady = {"L1": 0.9, "L2": 0.9, "L3": 0.9, "L4": 0.9, "L5": 0.9, "L6": 0.0, "thoracic": 0.5, "sacrum": 0.5}
     lucky_l6 = {**steady, "L1": 0.8, "L6": 0.4}  # an L6 hit must not outweigh a worse L1

@@ -74,13 +74,18 @@ def index_boxes(grid: Grid, items: tuple[Structure, ...]) -> list[tuple[int, ...
 
 
 def paint(anatomy: Anatomy, grid: Grid, *, soft: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 HU and uint8 label arrays (z, y, x) of the noiseless anatomy on ``grid``."""
+    """Float32 HU and uint8 label arrays (z, y, x) of the noiseless anatomy on ``grid``.
+
+    A structure labels every voxel it covers at all (signed distance below half a voxel),
+    the way annotators label a bone through its partial-volume halo; later structures win.
+    """
     items = structures(anatomy)
     boxes = index_boxes(grid, items)
     ct = np.full(grid.shape, AIR_HU, np.float32)
     labels = np.zeros(grid.shape, np.uint8)
     spacing = np.asarray(grid.spacing)
     ctx = Context(h=float(np.cbrt(np.prod(spacing))), soft=soft)
+    label_reach = np.float32(0.5 * ctx.h)
     nx, ny, nz = grid.size
     slab = max(1, _SLAB_VOXELS // (nx * ny))
     for k0 in range(0, nz, slab):
@@ -99,21 +104,22 @@ def paint(anatomy: Anatomy, grid: Grid, *, soft: bool) -> tuple[np.ndarray, np.n
             else:
                 np.copyto(target, np.broadcast_to(hu, target.shape).astype(np.float32), where=sdf < 0)
             if item.label is not None:
-                labels[ks, js, is_][sdf < 0] = item.label
+                labels[ks, js, is_][sdf < label_reach] = item.label
     return ct, labels
 
 
-def _paint_thick_slices(anatomy: Anatomy, grid: Grid) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Paint with partial volume; a thick axis is supersampled and box-averaged (slice profile).
+def _paint_thick_slices(anatomy: Anatomy, grid: Grid, *, soft: bool) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Paint a thick axis supersampled: HU box-averaged over the slice (its profile) when ``soft``,
+    else the exact HU at the voxel centre; labels from every sub-slice (see ``_covering_labels``).
 
     Returns (HU, labels, grid axis that got its slice profile or None). The odd factor puts one
-    sub-slice at each voxel centre, so the labels are exactly those of ``grid``.
+    sub-slice at each voxel centre.
     """
     spacing = np.asarray(grid.spacing, float)
     axis = int(np.argmax(spacing))
     factor = int(np.ceil(spacing[axis] / max(spacing.min(), 1.5)))
     if spacing[axis] < 1.5 * spacing.min() or factor < 2:
-        return (*paint(anatomy, grid, soft=True), None)
+        return (*paint(anatomy, grid, soft=soft), None)
     factor = min(factor | 1, 7)
     fine_spacing = spacing.copy()
     fine_spacing[axis] /= factor
@@ -122,14 +128,29 @@ def _paint_thick_slices(anatomy: Anatomy, grid: Grid) -> tuple[np.ndarray, np.nd
     shift = -(factor - 1) / 2 * fine_spacing[axis] * grid.matrix[:, axis]
     fine = Grid(size=tuple(int(n) for n in size), spacing=tuple(fine_spacing),
                 origin=tuple(np.asarray(grid.origin) + shift), direction=grid.direction)
-    ct, labels = paint(anatomy, fine, soft=True)
+    ct, labels = paint(anatomy, fine, soft=soft)
     array_axis = 2 - axis
     shape = list(grid.shape)
     shape.insert(array_axis + 1, factor)
-    ct = ct.reshape(shape).mean(axis=array_axis + 1, dtype=np.float32)
-    centre = [slice(None)] * 3
-    centre[array_axis] = slice((factor - 1) // 2, None, factor)
-    return ct, np.ascontiguousarray(labels[tuple(centre)]), axis
+    ct, labels = ct.reshape(shape), labels.reshape(shape)
+    if soft:
+        ct = ct.mean(axis=array_axis + 1, dtype=np.float32)
+    else:
+        ct = np.ascontiguousarray(np.take(ct, (factor - 1) // 2, axis=array_axis + 1))
+    return ct, _covering_labels(labels, axis=array_axis + 1), axis if soft else None
+
+
+def _covering_labels(sub_labels: np.ndarray, *, axis: int) -> np.ndarray:
+    """One label per thick voxel: its centre sub-slice's, else that of the nearest labelled sub-slice."""
+    factor = sub_labels.shape[axis]
+    centre = (factor - 1) // 2
+    labels = np.ascontiguousarray(np.take(sub_labels, centre, axis=axis))
+    for offset in range(1, factor - centre):
+        for index in (centre - offset, centre + offset):
+            if 0 <= index < factor:
+                sub = np.take(sub_labels, index, axis=axis)
+                np.copyto(labels, sub, where=labels == 0)
+    return labels
 
 
 def render(anatomy: Anatomy, grid: Grid, *, realism: bool = True, seed: int | None = None
@@ -140,13 +161,11 @@ def render(anatomy: Anatomy, grid: Grid, *, realism: bool = True, seed: int | No
     otherwise partial volume, PSF blur, metal streaks and noise drawn from ``seed``
     (default: the anatomy's seed).
     """
+    ct, labels, profiled = _paint_thick_slices(anatomy, grid, soft=realism)
     if realism:
-        ct, labels, profiled = _paint_thick_slices(anatomy, grid)
         rng = np.random.default_rng(np.random.SeedSequence([anatomy.seed if seed is None else int(seed), 9917]))
         acquisition = sample_acquisition(rng)
         apply_acquisition(ct, grid, anatomy, acquisition, rng, profiled_axis=profiled)
-    else:
-        ct, labels = paint(anatomy, grid, soft=False)
     np.clip(ct, -1024, 3071, out=ct)
     np.rint(ct, out=ct)
     image = grid.apply_to(sitk.GetImageFromArray(ct.astype(np.int16)))

@@ -75,9 +75,13 @@ def model_spec(config: dict, *, training: dict | None = None) -> ModelSpec:
 
 
 def learning_rate(step: int, config: dict, *, optimizer_start: int = 0) -> float:
-    """Cosine decay to 2 % of the peak at ``steps``, with a linear warm-up whenever an optimizer starts."""
+    """Cosine decay to 2 % of the peak at ``steps``, with a linear warm-up whenever an optimizer starts.
+
+    The cosine runs from step ``cosine_from`` (default 0; a fine-tuning config sets its first step).
+    """
     peak, warmup, total = config["learning_rate"], config["warmup_steps"], config["steps"]
-    progress = min(1.0, step / max(1, total))
+    start = config.get("cosine_from", 0)
+    progress = min(1.0, max(0, step - start) / max(1, total - start))
     cosine = peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
     return cosine * min(1.0, (step - optimizer_start + 1) / warmup)
 
