@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from LumbarSegLib.models import load_model
+from LumbarSegLib.training import train as train_module
 from LumbarSegLib.training.data import SampleFactory, labelled_range
-from LumbarSegLib.training.train import learning_rate, selection_score, train
+from LumbarSegLib.training.train import learning_rate, read_config, selection_score, train
 
 TINY = {
     "kind": "xunet", "spacing_mm": 6.0, "patch": [16, 16, 16], "channels": [4, 8], "batch_size": 1,
@@ -48,6 +50,15 @@ def test_fine_tuning_cosine_starts_at_its_first_step():
     assert learning_rate(100, config, optimizer_start=100) == pytest.approx(1.0)
     assert learning_rate(125, config, optimizer_start=100) == pytest.approx(0.02 + 0.98 * 0.5)
     assert learning_rate(150, config, optimizer_start=100) == pytest.approx(0.02)
+
+
+def test_fine_tuning_config_extends_the_bundled_one():
+    configs = Path(train_module.__file__).parent / "configs"
+    base = json.loads((configs / "xunet.json").read_text())
+    fine_tuning = read_config(configs / "xunet_finetune.json")
+    assert "extends" not in fine_tuning and fine_tuning["cosine_from"] == 10500
+    assert {key: value for key, value in fine_tuning.items() if key in base and value != base[key]}.keys() == {
+        "steps", "learning_rate"}
 
 
 def test_best_checkpoint_is_chosen_by_the_five_lumbar_levels():

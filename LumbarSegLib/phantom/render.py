@@ -145,11 +145,9 @@ def _covering_labels(sub_labels: np.ndarray, *, axis: int) -> np.ndarray:
     factor = sub_labels.shape[axis]
     centre = (factor - 1) // 2
     labels = np.ascontiguousarray(np.take(sub_labels, centre, axis=axis))
-    for offset in range(1, factor - centre):
+    for offset in range(1, centre + 1):  # the factor is odd: sub-slices pair up around the centre
         for index in (centre - offset, centre + offset):
-            if 0 <= index < factor:
-                sub = np.take(sub_labels, index, axis=axis)
-                np.copyto(labels, sub, where=labels == 0)
+            np.copyto(labels, np.take(sub_labels, index, axis=axis), where=labels == 0)
     return labels
 
 

@@ -74,6 +74,13 @@ def model_spec(config: dict, *, training: dict | None = None) -> ModelSpec:
     )
 
 
+def read_config(path: Path) -> dict:
+    """A training config; ``"extends": "other.json"`` (beside it) supplies every key it does not set."""
+    config = json.loads(path.read_text())
+    base = config.pop("extends", None)
+    return {**read_config(path.parent / base), **config} if base else config
+
+
 def learning_rate(step: int, config: dict, *, optimizer_start: int = 0) -> float:
     """Cosine decay to 2 % of the peak at ``steps``, with a linear warm-up whenever an optimizer starts.
 
@@ -147,7 +154,7 @@ def train(*, config_path: Path, out_dir: Path, data_dir: Path | None = None, dev
     new folder: weights and step count come from the file, the optimizer starts
     afresh with a new warm-up.
     """
-    config = json.loads(Path(config_path).read_text())
+    config = read_config(Path(config_path))
     if steps is not None:
         config["steps"] = steps
     kind = config["kind"]
