@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from LumbarSegLib.boundary import extend_to_cortical_rim
+from LumbarSegLib.boundary import RIM_EDGE_FRACTION, extend_to_cortical_rim
 from LumbarSegLib.labels import NETWORK_CLASSES
 from LumbarSegLib.pipeline import restore_to_input
 
@@ -35,11 +35,14 @@ def test_bright_rim_joins_the_vertebra_by_one_face_neighbour():
     assert not np.any(grown[hu == SOFT_TISSUE_HU])
 
 
-def test_rim_as_bright_as_the_edge_grows_and_darker_tissue_does_not():
+def test_rim_reaching_the_edge_fraction_grows_and_darker_tissue_does_not():
     labels, hu = vertebra_block(cortex=False)
+    shell = np.zeros(hu.shape, dtype=bool)
+    shell[5:15, 5:15, 5:15] = True
+    shell[6:14, 6:14, 6:14] = False
+    hu[shell] = RIM_EDGE_FRACTION * CORE_HU + 0.5
     assert np.count_nonzero(extend_to_cortical_rim(labels, hu, growing=LUMBAR) == 20) == 8**3 + 6 * 8**2
-    hu[5:15, 5:15, 5:15][hu[5:15, 5:15, 5:15] == CORE_HU] = CORE_HU - 1.0
-    hu[6:14, 6:14, 6:14] = CORE_HU
+    hu[shell] = RIM_EDGE_FRACTION * CORE_HU - 1.0
     np.testing.assert_array_equal(extend_to_cortical_rim(labels, hu, growing=LUMBAR), labels)
 
 
