@@ -177,9 +177,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from LumbarSegLib.training.train import train
+    from LumbarSegLib.training.train import CONFIG_DIR, train
 
-    config = args.config or Path(__file__).parent / "training" / "configs" / f"{args.network}.json"
+    config = args.config or CONFIG_DIR / f"{args.network}.json"
     train(config_path=config, out_dir=args.out, data_dir=args.data, device_name=args.device, threads=args.threads,
           steps=args.steps, export=args.export, init_from=args.init_from)
     return 0

@@ -37,9 +37,7 @@ def test_bright_rim_joins_the_vertebra_by_one_face_neighbour():
 
 def test_rim_reaching_the_edge_fraction_grows_and_darker_tissue_does_not():
     labels, hu = vertebra_block(cortex=False)
-    shell = np.zeros(hu.shape, dtype=bool)
-    shell[5:15, 5:15, 5:15] = True
-    shell[6:14, 6:14, 6:14] = False
+    shell = (hu == CORE_HU) & (labels == 0)
     hu[shell] = RIM_EDGE_FRACTION * CORE_HU + 0.5
     assert np.count_nonzero(extend_to_cortical_rim(labels, hu, growing=LUMBAR) == 20) == 8**3 + 6 * 8**2
     hu[shell] = RIM_EDGE_FRACTION * CORE_HU - 1.0

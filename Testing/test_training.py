@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from LumbarSegLib.models import load_model
-from LumbarSegLib.training import train as train_module
 from LumbarSegLib.training.data import SampleFactory, labelled_range
-from LumbarSegLib.training.train import learning_rate, read_config, selection_score, train
+from LumbarSegLib.training.train import CONFIG_DIR, learning_rate, read_config, selection_score, train
 
 TINY = {
     "kind": "xunet", "spacing_mm": 6.0, "patch": [16, 16, 16], "channels": [4, 8], "batch_size": 1,
@@ -53,9 +51,8 @@ def test_fine_tuning_cosine_starts_at_its_first_step():
 
 
 def test_fine_tuning_config_extends_the_bundled_one():
-    configs = Path(train_module.__file__).parent / "configs"
-    base = json.loads((configs / "xunet.json").read_text())
-    fine_tuning = read_config(configs / "xunet_finetune.json")
+    base = json.loads((CONFIG_DIR / "xunet.json").read_text())
+    fine_tuning = read_config(CONFIG_DIR / "xunet_finetune.json")
     assert "extends" not in fine_tuning and fine_tuning["cosine_from"] == 10500
     assert {key: value for key, value in fine_tuning.items() if key in base and value != base[key]}.keys() == {
         "steps", "learning_rate"}

@@ -30,6 +30,7 @@ from LumbarSegLib.training.data import Sample, SampleFactory, load_real_cases
 from LumbarSegLib.training.losses import deep_supervision_loss, masked_bce_dice
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realct"
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class IndexedSamples(Dataset):
