@@ -346,6 +346,9 @@ def _rounded_rect(u, v, half_u, half_v, radius: float):
     return np.sqrt(np.maximum(qu, 0) ** 2 + np.maximum(qv, 0) ** 2) + np.minimum(np.maximum(qu, qv), 0) - radius
 
 
+S1_LAMINA_DROP = 0.35  # of the S1 segment's height
+
+
 def _sacrum(anatomy: Anatomy) -> Structure:
     """Fused segments with a tapering, rounded-rectangle cross-section, canal and foramina."""
     segments = anatomy.sacrum
@@ -377,7 +380,11 @@ def _sacrum(anatomy: Anatomy) -> Structure:
             out = np.maximum(out, np.abs(u) - half + 0.7 * np.maximum(v - b - 4.0, 0.0))  # narrower dorsum
             if k == 0:  # the alae slope down laterally from the S1 endplate
                 out = np.maximum(out, w - h + 0.3 * lateral)
-            holes = shapes.ellipse(u, v - (b + 5), max(a * 0.45, 5.0), 4.5)
+                # S1's laminae start below its endplate: the L5/S1 interlaminar space behind the disc.
+                out = np.maximum(out, np.minimum(w - h + S1_LAMINA_DROP * s.height, v - b - 1.0))
+            # A canal as wide as the lumbar ones, tapering with the segments, behind a thin dorsal wall.
+            canal_depth = max(b * 0.4, 3.0)
+            holes = shapes.ellipse(u, v - (b + canal_depth), max(a * 0.6, 5.0), canal_depth)
             if k < len(segments) - 1:
                 for side in (-1.0, 1.0):
                     holes = np.minimum(holes, shapes.capsule(u, v, w, (side * (a + 6), -b - 10, -h),
