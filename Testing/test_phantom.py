@@ -292,9 +292,9 @@ def test_s1_has_a_canal_and_its_laminae_start_below_the_endplate(seed):
     anatomy = sample_anatomy(seed, variant="normal")
     s1 = anatomy.sacrum[0]
     middle = _sacrum_midline(anatomy, 0.0) == 26
-    runs = np.flatnonzero(np.diff(middle.astype(int)))  # body start, body end, wall start, wall end
-    assert len(runs) >= 4
-    assert (runs[2] - runs[1]) * 0.5 >= 8.0, "the canal separates the body from the dorsal wall"
+    edges = np.flatnonzero(np.diff(middle.astype(int)))  # body start, body end, wall start, wall end
+    assert len(edges) >= 4
+    assert (edges[2] - edges[1]) * 0.5 >= 8.0, "the canal separates the body from the dorsal wall"
     near_top = _sacrum_midline(anatomy, s1.height / 2 - 2.0) == 26
     behind_body = np.arange(near_top.size) * 0.5 > s1.depth + 5.0 + 2.0
     assert near_top.any() and not near_top[behind_body].any(), "no lamina at the level of the S1 endplate"
