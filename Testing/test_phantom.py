@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from LumbarSegLib.labels import SACRUM_VALUE
 from LumbarSegLib.phantom import VARIANTS, Grid, make_phantom, random_grid, render, sample_anatomy
 from LumbarSegLib.phantom.shapes import rotation
 
@@ -278,23 +279,28 @@ def test_thick_slice_labels_cover_every_sub_slice():
     assert np.array_equal(sitk.GetArrayViewFromImage(thick_labels) > 0, slabs.max(axis=1) > 0)
 
 
-def _sacrum_midline(anatomy, height_mm: float) -> np.ndarray:
-    """Labels along S1's midline, front to back, at ``height_mm`` above its centre (0.5 mm steps)."""
+def _sacrum_midline(anatomy, height_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """S1's midline at ``height_mm`` above its centre, front to back in 0.5 mm steps.
+
+    Returns:
+        the local posterior coordinate v (mm, 0 at the body's centre) of each
+        sample and whether the sample is labelled sacrum.
+    """
     s1 = anatomy.sacrum[0]
-    start = s1.frame.to_world((0.0, -s1.depth / 2 - 5.0, height_mm))
-    grid = Grid(size=(1, 200, 1), spacing=(0.5, 0.5, 0.5), origin=tuple(start), direction=tuple(s1.frame.axes))
+    v = -s1.depth / 2 - 5.0 + 0.5 * np.arange(200)
+    start = s1.frame.to_world((0.0, v[0], height_mm))
+    grid = Grid(size=(1, v.size, 1), spacing=(0.5, 0.5, 0.5), origin=tuple(start), direction=tuple(s1.frame.axes))
     _, labels = render(anatomy, grid, realism=False)
-    return sitk.GetArrayViewFromImage(labels)[0, :, 0]
+    return v, sitk.GetArrayViewFromImage(labels)[0, :, 0] == SACRUM_VALUE
 
 
 @pytest.mark.parametrize("seed", [2, 9])
 def test_s1_has_a_canal_and_its_laminae_start_below_the_endplate(seed):
     anatomy = sample_anatomy(seed, variant="normal")
     s1 = anatomy.sacrum[0]
-    middle = _sacrum_midline(anatomy, 0.0) == 26
+    v, middle = _sacrum_midline(anatomy, 0.0)
     edges = np.flatnonzero(np.diff(middle.astype(int)))  # body start, body end, wall start, wall end
     assert len(edges) >= 4
-    assert (edges[2] - edges[1]) * 0.5 >= 8.0, "the canal separates the body from the dorsal wall"
-    near_top = _sacrum_midline(anatomy, s1.height / 2 - 2.0) == 26
-    behind_body = np.arange(near_top.size) * 0.5 > s1.depth + 5.0 + 2.0
-    assert near_top.any() and not near_top[behind_body].any(), "no lamina at the level of the S1 endplate"
+    assert v[edges[2]] - v[edges[1]] >= 8.0, "the canal separates the body from the dorsal wall"
+    v, near_top = _sacrum_midline(anatomy, s1.height / 2 - 2.0)
+    assert near_top.any() and not near_top[v > s1.depth / 2 + 2.0].any(), "no lamina at the level of the S1 endplate"
