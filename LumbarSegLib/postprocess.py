@@ -13,9 +13,9 @@ cleaned result:
   (usually the vertebra they are embedded in);
 - enclosed holes of a vertebra are filled with it;
 - a "vertebra" too narrow to be one (a rod, a vessel) is removed and reported;
-- an "L6" without a vertebral body of its own (a piece of the sacrum or of L5)
-  is not a sixth lumbar vertebra: it falls to its next most likely class and is
-  reported.
+- an "L6" without a vertebral body of its own (the top of the sacrum) is not a
+  sixth lumbar vertebra: it falls to its next most likely class other than L5
+  and is reported.
 
 The anatomical checks never change a label; they return findings that the
 report and stderr show: levels out of cranio-caudal order, gaps, a sixth
@@ -34,7 +34,7 @@ from scipy import ndimage
 from LumbarSegLib.geometry import grown_slices
 from LumbarSegLib.labels import LUMBAR_CLASSES, NETWORK_CLASSES
 
-L6_CLASS = NETWORK_CLASSES.index("L6")
+L5_CLASS, L6_CLASS = NETWORK_CLASSES.index("L5"), NETWORK_CLASSES.index("L6")
 THORACIC_CLASS = NETWORK_CLASSES.index("thoracic")
 SACRUM_CLASS = NETWORK_CLASSES.index("sacrum")
 MIN_VERTEBRA_ML = 3.0
@@ -159,20 +159,22 @@ def drop_implausible_levels(probabilities: np.ndarray, hu: np.ndarray, spacing_m
 
 
 def drop_bodiless_l6(probabilities: np.ndarray, voxel_ml: float) -> list[Finding]:
-    """Give an "L6" without a vertebral body of its own its next most likely class (in place).
+    """Give an "L6" without a vertebral body of its own its next most likely class other than L5 (in place).
 
-    A sixth lumbar vertebra has a body like L5's; what the network sometimes
-    calls L6 on a normal spine is the top of the sacrum or the bottom of L5,
-    with no body-sized anterior piece (``count_bodies``).
+    A sixth lumbar vertebra has a body like L5's. What the network sometimes
+    calls L6 on a normal spine has no body-sized anterior piece
+    (``count_bodies``): it is the top of the sacrum, which the network took
+    for a vertebra below L5, so it is not part of L5 either. A mixture of L5
+    and L6 within one vertebra is resolved before (``unify_mixed_vertebrae``).
     """
     l6 = probabilities.argmax(axis=0) == L6_CLASS
     if not l6.any() or count_bodies(l6, voxel_ml) > 0:
         return []
-    probabilities[L6_CLASS][l6] = 0.0
+    probabilities[L5_CLASS][l6] = probabilities[L6_CLASS][l6] = 0.0
     return [Finding(
         "implausible_level",
         f"a structure labelled L6 ({l6.sum() * voxel_ml:.1f} mL) has no vertebral body of its own: not a sixth"
-        " lumbar vertebra; given its next most likely label",
+        " lumbar vertebra; given its next most likely label other than L5",
         "L6",
     )]
 

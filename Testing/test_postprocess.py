@@ -111,6 +111,7 @@ def test_sixth_lumbar_vertebra_is_flagged():
 
 
 SACRUM = NETWORK_CLASSES.index("sacrum")
+L5, L6 = NETWORK_CLASSES.index("L5"), NETWORK_CLASSES.index("L6")
 
 
 def test_l6_without_a_vertebral_body_falls_to_its_next_most_likely_class():
@@ -124,6 +125,19 @@ def test_l6_without_a_vertebral_body_falls_to_its_next_most_likely_class():
     assert (result.labels[piece] == SACRUM).all()
     assert "transitional_anatomy" not in codes(result)
     assert [f.level for f in result.findings if f.code == "implausible_level"] == ["L6"]
+
+
+def test_l6_without_a_vertebral_body_is_not_given_to_l5():
+    labels = stacked_levels()  # L5 occupies rows 8..19
+    labels[0:6, 4:20, 4:20] = SACRUM
+    piece = (slice(6, 8), slice(4, 20), slice(4, 20))  # the top of the sacrum, taken for a vertebra
+    labels[piece] = 6
+    probs = one_hot(labels, confidence=0.6)
+    probs[L5][piece] = 0.3  # L5 is the runner-up there...
+    probs[SACRUM][piece] = 0.1  # ...and the sacrum third
+    result = run_clean(probs)
+    assert (result.labels[piece] == SACRUM).all()
+    np.testing.assert_array_equal(result.labels[8:], labels[8:])
 
 
 def test_l6_with_its_own_body_is_kept_and_flagged():
@@ -217,8 +231,6 @@ def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     result = clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
     assert codes(result).count("implausible_level") == 5
 
-
-L5, L6 = NETWORK_CLASSES.index("L5"), NETWORK_CLASSES.index("L6")
 
 
 def l5_above_l6() -> np.ndarray:
