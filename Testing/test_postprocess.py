@@ -131,7 +131,7 @@ def test_l6_without_a_vertebral_body_is_not_given_to_l5():
     labels = stacked_levels()  # L5 occupies rows 8..19
     labels[0:6, 4:20, 4:20] = SACRUM
     piece = (slice(6, 8), slice(4, 20), slice(4, 20))  # the top of the sacrum, taken for a vertebra
-    labels[piece] = 6
+    labels[piece] = L6
     probs = one_hot(labels, confidence=0.6)
     probs[L5][piece] = 0.3  # L5 is the runner-up there...
     probs[SACRUM][piece] = 0.1  # ...and the sacrum third
@@ -230,7 +230,6 @@ def test_soft_tissue_labelled_around_a_narrow_bone_is_not_a_vertebra():
     hu[:, 10:14, 10:14] = 900.0  # only an 8 x 8 mm rod inside the 32 x 32 mm "vertebrae" is bone
     result = clean(probs, hu=hu, spacing_mm=SPACING, origin_z_mm=0.0)
     assert codes(result).count("implausible_level") == 5
-
 
 
 def l5_above_l6() -> np.ndarray:
